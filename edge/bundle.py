@@ -1,0 +1,123 @@
+"""Model bundles: `<name>.tflite` + `<name>.json` manifest.
+
+The manifest says everything the runtime needs to feed the model exactly as it was trained
+(channels, rate, window, hop, filter band, feature set) and to read its output, plus the
+sha256 of the .tflite so an altered or swapped file is refused. Training writes it with
+`Manifest.write`; the runtime reads it with `load_manifest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ModelError
+from edge.features import FEATURES
+
+BUNDLE_FORMAT = "wearable-model-bundle/1"
+OUTPUT_KINDS = ("affine", "expectation")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: list[int]
+    dtype: str  # "int8" for the shipped full-integer models
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    task: str  # e.g. "heart_rate"
+    unit: str  # unit of the estimate, e.g. "bpm"
+    channels: list[str]  # wire channel names the model consumes, e.g. ["PPG", "ACCEL"]
+    sample_rate_hz: float  # model rate; sensor streams are band-passed and decimated to it
+    window_s: float
+    hop_s: float
+    bandpass_hz: list[float]
+    filter_order: int
+    features: str  # a name in edge.features.FEATURES
+    feature_params: dict[str, Any]
+    input: TensorSpec
+    output: TensorSpec
+    # "affine": estimate = scale * y + offset; "expectation": estimate = sum(p_i * values_i)
+    output_kind: str
+    output_params: dict[str, Any]
+    sha256: str
+    tflite: str  # file name of the model beside the manifest
+    metrics: dict[str, Any] = field(default_factory=dict)  # {"float": {...}, "int8": {...}}
+    training: dict[str, Any] = field(default_factory=dict)  # seed, data, dates, versions
+    format: str = BUNDLE_FORMAT
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_s * self.sample_rate_hz)
+
+    @property
+    def hop_samples(self) -> int:
+        return round(self.hop_s * self.sample_rate_hz)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def manifest_from_dict(data: dict[str, Any], source: str = "manifest") -> Manifest:
+    if data.get("format") != BUNDLE_FORMAT:
+        raise ModelError(
+            f"{source}: format {data.get('format')!r} is not {BUNDLE_FORMAT!r}; "
+            "retrain or re-export the model with this version of wearable-train"
+        )
+    try:
+        values = dict(data)
+        values["input"] = TensorSpec(**values["input"])
+        values["output"] = TensorSpec(**values["output"])
+        manifest = Manifest(**values)
+    except (KeyError, TypeError) as err:
+        raise ModelError(f"{source}: invalid manifest ({err}); re-export the bundle") from None
+    if manifest.features not in FEATURES:
+        raise ModelError(
+            f"{source}: unknown feature set {manifest.features!r}; this runtime knows "
+            f"{', '.join(sorted(FEATURES))}: upgrade the runtime or retrain"
+        )
+    if manifest.output_kind not in OUTPUT_KINDS:
+        raise ModelError(f"{source}: unknown output kind {manifest.output_kind!r}; "
+                         f"valid: {', '.join(OUTPUT_KINDS)}")
+    return manifest
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read `<name>.json` and check that the .tflite beside it is the one it describes."""
+    path = Path(path)
+    if path.suffix == ".tflite":
+        path = path.with_suffix(".json")
+    if not path.is_file():
+        raise ModelError(f"model manifest {path} not found; check models_dir in the config "
+                         "or run 'make models'")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ModelError(f"model manifest {path} is not valid JSON ({err})") from None
+    manifest = manifest_from_dict(data, str(path))
+    model_path = path.parent / manifest.tflite
+    if not model_path.is_file():
+        raise ModelError(f"model file {model_path} named by {path} not found")
+    actual = sha256_file(model_path)
+    if actual != manifest.sha256:
+        raise ModelError(
+            f"model file {model_path} does not match its manifest (sha256 {actual[:12]}… "
+            f"expected {manifest.sha256[:12]}…): it was altered or replaced; restore the "
+            "bundle from models/ or retrain"
+        )
+    return manifest

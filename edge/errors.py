@@ -1,0 +1,34 @@
+"""Errors of the edge runtime. All derive from the project root, wire.errors.WearableError."""
+
+from wire.errors import ProtocolError, WearableError
+
+
+class ConfigError(WearableError):
+    """The configuration file is missing, unreadable or invalid; the message names the key."""
+
+
+class ModelError(WearableError):
+    """A model bundle is missing, altered, or does not match its manifest."""
+
+
+class SerialPortError(WearableError):
+    """A serial port cannot be opened."""
+
+
+class BrokerError(WearableError):
+    """The MQTT broker cannot be reached or refused the connection."""
+
+
+class InterpreterError(WearableError):
+    """No TFLite interpreter package is installed."""
+
+
+__all__ = [
+    "BrokerError",
+    "ConfigError",
+    "InterpreterError",
+    "ModelError",
+    "ProtocolError",
+    "SerialPortError",
+    "WearableError",
+]
