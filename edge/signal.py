@@ -55,6 +55,11 @@ class Decimator:
     def reset(self) -> None:
         self._phase = 0
 
+    def align(self, first_index: int) -> None:
+        """Keep the samples whose stream index is a multiple of the factor, given the index of
+        the next sample; streams that start at different times then share one grid."""
+        self._phase = (-first_index) % self.factor
+
     def process(self, block: np.ndarray) -> np.ndarray:
         out = block[self._phase :: self.factor]
         self._phase = (self._phase - len(block)) % self.factor

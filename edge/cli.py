@@ -1,0 +1,113 @@
+"""`wearable-edge`: run the on-device runtime, replay a recording, or check a config."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from edge.config import Config, load_config
+from edge.errors import ConfigError, WearableError
+
+EPILOG = """examples:
+  wearable-edge run --config /etc/wearable-edge/edge.toml
+  wearable-edge check --config edge.toml
+  wearable-edge replay recording.bin --models models --out events.jsonl
+docs: docs/configuration.md, docs/mqtt.md, docs/replay.md"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wearable-edge", epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter,
+        description="Edge runtime for wearable health monitors: serial frames in, int8 TFLite "
+                    "vitals and alarms out over MQTT.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="read the configured serial ports and publish to MQTT")
+    run.add_argument("--config", required=True, type=Path, help="TOML configuration file")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                     help="override log_level from the config")
+    check = sub.add_parser("check", help="validate a config and its models, then exit")
+    check.add_argument("--config", required=True, type=Path)
+    rep = sub.add_parser("replay", help="run the pipeline over a recording file, fast")
+    rep.add_argument("recording", type=Path, help="wire-protocol recording (wearable-sim --out)")
+    rep.add_argument("--config", type=Path, help="TOML config (alarm limits, models_dir)")
+    rep.add_argument("--models", type=Path, help="model bundle folder (overrides models_dir)")
+    rep.add_argument("--device", default="replay", help="device name in topics/payloads")
+    rep.add_argument("--out", default="-", help="JSON Lines output file, '-' for stdout "
+                                                "(default), or 'none'")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edge.runtime import Runtime  # paho and the interpreter only when needed
+
+    config = load_config(args.config)
+    _setup_logging(args.log_level or config.log_level)
+    runtime = Runtime(config)
+    runtime.install_signal_handlers()
+    runtime.run()
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from edge.runtime import load_models
+
+    config = load_config(args.config)
+    models = load_models(config)
+    print(f"config {args.config}: ok ({len(config.devices)} device(s), broker "
+          f"{config.mqtt.host}:{config.mqtt.port})")
+    for model in models:
+        m = model.manifest
+        print(f"model {m.name} {m.version}: ok (sha256 {m.sha256[:12]}…, {model.backend})")
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from edge.replay import replay
+    from edge.runtime import load_models
+
+    config = load_config(args.config) if args.config else Config()
+    if args.models:
+        config = dataclasses.replace(config, models_dir=str(args.models.resolve()))
+    _setup_logging("warning")
+    models = load_models(config)
+    if args.out == "none":
+        summary = replay(config, models, args.recording, None, args.device)
+    elif args.out == "-":
+        summary = replay(config, models, args.recording, sys.stdout, args.device)
+    else:
+        with open(args.out, "w") as out:
+            summary = replay(config, models, args.recording, out, args.device)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.messages.items())) or "no messages"
+    f = summary.frames
+    print(f"replayed {summary.device_seconds:.0f} s of device time in "
+          f"{summary.wall_seconds:.2f} s ({summary.speed:.0f}x real time): {counts}; "
+          f"{f['frames_ok']} frames, {f['crc_errors']} CRC errors, {f['frames_lost']} lost",
+          file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = {"run": _cmd_run, "check": _cmd_check, "replay": _cmd_replay}[args.command]
+    try:
+        return command(args)
+    except ConfigError as err:
+        print(f"wearable-edge: config error: {err}", file=sys.stderr)
+        return 2
+    except WearableError as err:
+        print(f"wearable-edge: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Runtime configuration: one TOML file, validated at start.
+
+Every option has a default here (documented in docs/configuration.md); an unknown key, a
+wrong type or an out-of-range value raises ConfigError naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ConfigError
+
+PRIORITIES = ("high", "medium", "low")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic_prefix: str = "wearable"
+    client_id: str = ""  # empty: "wearable-edge-<node>"
+    username: str = ""
+    password: str = ""
+    keepalive_s: int = 30
+    connect_timeout_s: float = 5.0
+    status_interval_s: float = 30.0
+    # Alarms are written here before they are published and removed when the broker acks.
+    outbox: str = "outbox.sqlite"
+
+    def check(self, key: str) -> None:
+        _require(1 <= self.port <= 65535, f"{key}.port", "must be a TCP port, 1-65535")
+        _require(bool(self.topic_prefix) and not set("#+") & set(self.topic_prefix),
+                 f"{key}.topic_prefix", "must be a non-empty topic without wildcards")
+        _require(self.keepalive_s >= 5, f"{key}.keepalive_s", "must be at least 5 seconds")
+        _require(self.connect_timeout_s > 0, f"{key}.connect_timeout_s", "must be positive")
+        _require(self.status_interval_s > 0, f"{key}.status_interval_s", "must be positive")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    name: str  # appears in topics: <prefix>/<node>/<name>/...
+    port: str  # a device path (/dev/ttyUSB0) or a pyserial URL (socket://, loop://)
+    baudrate: int = 115200
+
+    def check(self, key: str) -> None:
+        _require(_is_topic_level(self.name), f"{key}.name",
+                 "must be a non-empty name without '/', '#' or '+'")
+        _require(bool(self.port), f"{key}.port", "must name a serial port or pyserial URL")
+        _require(self.baudrate > 0, f"{key}.baudrate", "must be positive")
+
+
+@dataclass(frozen=True)
+class ThresholdAlarmConfig:
+    threshold: float
+    priority: str = "medium"
+    hysteresis: float = 5.0  # the vital must come back this far past the limit to clear
+    delay_s: float = 4.0  # alarm-condition delay: the crossing must last this long
+    clear_delay_s: float = 4.0
+    enabled: bool = True
+
+    def check(self, key: str) -> None:
+        _require(self.priority in PRIORITIES, f"{key}.priority",
+                 f"must be one of {', '.join(PRIORITIES)}")
+        _require(self.hysteresis >= 0, f"{key}.hysteresis", "must be >= 0")
+        # IEC 60601-2-27: heart-rate alarms must sound within 10 s of the condition.
+        _require(0 <= self.delay_s <= 10, f"{key}.delay_s", "must be between 0 and 10 seconds")
+        _require(self.clear_delay_s >= 0, f"{key}.clear_delay_s", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class AlarmsConfig:
+    """Physiological alarm limits; a table given in the file overrides only the keys it sets."""
+
+    hr_high: ThresholdAlarmConfig = field(
+        default_factory=lambda: ThresholdAlarmConfig(threshold=120.0))
+    hr_low: ThresholdAlarmConfig = field(
+        default_factory=lambda: ThresholdAlarmConfig(threshold=45.0, priority="high"))
+
+    def check(self, key: str) -> None:
+        _require(self.hr_low.threshold < self.hr_high.threshold, f"{key}.hr_low.threshold",
+                 "must be below alarms.hr_high.threshold")
+        for name in ("hr_high", "hr_low"):
+            getattr(self, name).check(f"{key}.{name}")
+
+
+@dataclass(frozen=True)
+class Config:
+    node: str = "edge-1"  # this gateway's name in topics
+    models_dir: str = "models"
+    models: list[str] = field(default_factory=lambda: ["hr"])  # bundle names in models_dir
+    log_level: str = "info"
+    interpreter: str = ""  # empty: first available (ai_edge_litert, tflite_runtime, tensorflow)
+    devices: list[DeviceConfig] = field(default_factory=list)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
+    source: Path | None = None  # the file this came from; relative paths resolve against it
+
+    def check(self, key: str = "") -> None:
+        _require(_is_topic_level(self.node), "node",
+                 "must be a non-empty name without '/', '#' or '+'")
+        _require(self.log_level in ("debug", "info", "warning", "error"), "log_level",
+                 "must be one of debug, info, warning, error")
+        _require(self.interpreter in ("", "ai_edge_litert", "tflite_runtime", "tensorflow"),
+                 "interpreter", "must be empty, ai_edge_litert, tflite_runtime or tensorflow")
+        names = [d.name for d in self.devices]
+        _require(len(set(names)) == len(names), "devices", "device names must be unique")
+        for i, device in enumerate(self.devices):
+            device.check(f"devices[{i}]")
+        self.mqtt.check("mqtt")
+        self.alarms.check("alarms")
+
+    def path(self, value: str) -> Path:
+        """A path option, relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() or self.source is None else self.source.parent / p
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; pass --config with an existing "
+                          "file (see deploy/edge.toml for an example)") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    return config_from_dict(data, source=path)
+
+
+def config_from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
+    where = f"{source}: " if source else ""
+    try:
+        config = _build(Config, data, "")
+        config = dataclasses.replace(config, source=source.resolve() if source else None)
+        config.check()
+    except ConfigError as err:
+        raise ConfigError(f"{where}{err}") from None
+    return config
+
+
+def _require(ok: bool, key: str, fix: str) -> None:
+    if not ok:
+        raise ConfigError(f"'{key}' {fix}")
+
+
+def _is_topic_level(name: str) -> bool:
+    return bool(name) and not set("/#+") & set(name)
+
+
+def _build(cls: type, data: Any, key: str, base: Any = None) -> Any:
+    """Dataclass from a TOML table, rejecting unknown keys and wrong types by name.
+    Keys the table leaves out keep their value in `base`, else the field's default."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{key}' must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"'{key}.{unknown[0]}'" if key else f"'{unknown[0]}'"
+        raise ConfigError(f"unknown key {where}; valid keys here: {', '.join(fields)}")
+    values = {}
+    for name, f in fields.items():
+        sub = f"{key}.{name}" if key else name
+        default = getattr(base, name) if base is not None else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+        if name in data:
+            values[name] = _convert(hints[name], data[name], sub, default)
+        elif default is dataclasses.MISSING:
+            raise ConfigError(f"'{sub}' is required")
+        else:
+            values[name] = default
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, key: str, default: Any = None) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, default if dataclasses.is_dataclass(default) else None)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' must be a list (in TOML: [[{key}]] tables)")
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (types.UnionType, typing.Union):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    expected = {float: (int, float), int: (int,), str: (str,), bool: (bool,)}.get(hint)
+    if expected is None:
+        return value
+    if (isinstance(value, bool) and hint is not bool) or not isinstance(value, expected):
+        raise ConfigError(f"'{key}' must be {hint.__name__}, not {type(value).__name__} "
+                          f"{value!r}")
+    return float(value) if hint is float else value

@@ -1,0 +1,179 @@
+"""Per-device estimation: wire frames in, vital-sign estimates out (no I/O here).
+
+For each model: every channel it consumes is placed on the device's own clock (frame
+timestamps), gaps are held and marked bad, conditioned by edge.signal, cut into the model's
+windows, checked for quality, turned into features by edge.features and run on the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.features import get_feature, motion_rms_g
+from edge.infer import Model
+from edge.signal import Conditioner
+from wire import Channel, Flag, Frame
+
+GOOD = "good"
+_BAD_FLAGS = Flag.LEAD_OFF | Flag.SATURATED
+ACC_ABSENT_S = 5.0  # no accelerometer frame for this long: estimate from the PPG alone
+
+
+@dataclass(frozen=True)
+class Estimate:
+    device: str
+    vital: str  # the model's task, e.g. "heart_rate"
+    value: float
+    unit: str
+    quality: str  # "good", or why the window is not trustworthy
+    motion_g: float | None  # None: the device has no accelerometer (motion unknown)
+    device_time_s: float  # device clock at the end of the window
+    model: str  # name@version
+
+
+class ChannelTrack:
+    """One channel of one device on the model's time grid.
+
+    Samples are indexed from the device's boot at the model rate; `bad` marks samples that came
+    from gap filling or a frame flagged lead-off / saturated / flat.
+    """
+
+    def __init__(self, model_rate: float, band_hz: tuple[float, float], order: int) -> None:
+        self.model_rate, self.band_hz, self.order = model_rate, band_hz, order
+        self.sensor_rate = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        self.conditioner: Conditioner | None = None
+        self.next_k = 0  # next expected sample index at the sensor rate
+        self.start = 0  # model-rate index of values[0]
+        self.values = np.zeros((0, 1))
+        self.bad = np.zeros(0, dtype=bool)
+        self.last_raw: np.ndarray | None = None
+        self.last_time_s = -math.inf
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.bad)
+
+    def add(self, frame: Frame) -> None:
+        raw = frame.values
+        rate = frame.sample_rate_hz
+        k = round(frame.timestamp_us * rate / 1e6)
+        if self.conditioner is None or rate != self.sensor_rate:
+            self.reset()
+            self.sensor_rate = rate
+            self.conditioner = Conditioner(rate, self.model_rate, self.band_hz, self.order)
+            factor = self.conditioner.decimator.factor
+            self.conditioner.decimator.align(k)
+            self.start = -(-k // factor)
+            self.next_k = k
+            self.values = np.zeros((0, raw.shape[1]))
+        bad = bool(frame.flags & _BAD_FLAGS) or bool(np.ptp(raw, axis=0).max() == 0)
+        if k > self.next_k:  # lost frames: hold the last value, mark it bad
+            hold = self.last_raw if self.last_raw is not None else raw[:1]
+            self._append(np.repeat(hold, k - self.next_k, axis=0), True)
+        elif k < self.next_k:  # overlap (clock jitter): drop what we already have
+            raw = raw[self.next_k - k :]
+        if len(raw):
+            self._append(raw, bad)
+            self.last_raw = raw[-1:]
+        self.last_time_s = (self.next_k / rate)
+
+    def _append(self, raw: np.ndarray, bad: bool) -> None:
+        out = self.conditioner.process(raw)
+        self.next_k += len(raw)
+        self.values = np.concatenate([self.values, out])
+        self.bad = np.concatenate([self.bad, np.full(len(out), bad)])
+
+    def window(self, start: int, end: int) -> tuple[np.ndarray, bool] | None:
+        if start < self.start or end > self.end:
+            return None
+        i, j = start - self.start, end - self.start
+        return self.values[i:j], bool(self.bad[i:j].any())
+
+    def discard_before(self, index: int) -> None:
+        drop = min(max(index - self.start, 0), len(self.bad))
+        if drop:
+            self.values, self.bad = self.values[drop:], self.bad[drop:]
+            self.start += drop
+
+
+class ModelRunner:
+    """Windows one device's channels as one model's manifest says and runs the model."""
+
+    def __init__(self, device: str, model: Model) -> None:
+        m = model.manifest
+        self.device, self.model = device, model
+        self.size, self.hop = m.window_samples, m.hop_samples
+        self.rate = m.sample_rate_hz
+        self.feature = get_feature(m.features)
+        self.params = dict(m.feature_params, fs=m.sample_rate_hz)
+        self.label = f"{m.name}@{m.version}"
+        band = (m.bandpass_hz[0], m.bandpass_hz[1])
+        self.tracks = {Channel[c]: ChannelTrack(m.sample_rate_hz, band, m.filter_order)
+                       for c in m.channels}
+        self.next_end = self.size
+
+    def reset(self) -> None:
+        for track in self.tracks.values():
+            track.reset()
+        self.next_end = self.size
+
+    def add(self, frame: Frame) -> list[Estimate]:
+        track = self.tracks.get(frame.channel)
+        if track is None:
+            return []
+        track.add(frame)
+        return self._ready_windows()
+
+    def _ready_windows(self) -> list[Estimate]:
+        ppg = self.tracks[Channel.PPG]
+        acc = self.tracks.get(Channel.ACCEL)
+        estimates = []
+        if self.next_end < ppg.start + self.size:  # stream started late: align to it
+            self.next_end = ppg.start + self.size + (-(ppg.start) % self.hop)
+        while self.next_end <= ppg.end:
+            start, end = self.next_end - self.size, self.next_end
+            end_s = end / self.rate
+            acc_window = acc.window(start, end) if acc is not None else None
+            if acc is not None and acc_window is None and acc.last_time_s > end_s - ACC_ABSENT_S:
+                break  # accelerometer data for this window is still on its way
+            estimates.append(self._estimate(ppg.window(start, end), acc_window, end_s))
+            self.next_end += self.hop
+        for track in self.tracks.values():
+            track.discard_before(self.next_end - self.size)
+        return estimates
+
+    def _estimate(self, ppg_window: tuple[np.ndarray, bool],
+                  acc_window: tuple[np.ndarray, bool] | None, end_s: float) -> Estimate:
+        ppg, ppg_bad = ppg_window
+        ppg = ppg[:, 0]
+        acc = acc_window[0] if acc_window is not None else None
+        quality = GOOD
+        if ppg_bad or float(np.std(ppg)) == 0.0:
+            quality = "sensor"  # gap, lead-off, clipping or a flat line in the window
+        elif acc_window is not None and acc_window[1]:
+            quality = "motion_unknown"
+        value = self.model.predict(self.feature(ppg, acc, **self.params))
+        m = self.model.manifest
+        return Estimate(self.device, m.task, value, m.unit, quality,
+                        None if acc is None else motion_rms_g(acc), end_s, self.label)
+
+
+class DeviceEstimator:
+    """All models for one device; resets them when the device reboots."""
+
+    def __init__(self, device: str, models: list[Model]) -> None:
+        self.runners = [ModelRunner(device, model) for model in models]
+
+    def add(self, frame: Frame) -> list[Estimate]:
+        estimates = []
+        for runner in self.runners:
+            if frame.flags & Flag.BOOT:
+                runner.reset()
+            estimates += runner.add(frame)
+        return estimates

@@ -1,0 +1,111 @@
+"""The on-device runtime: configured devices -> pipelines -> MQTT, until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from edge.config import Config
+from edge.infer import Model, load_model
+from edge.ingest import PortReader
+from edge.messages import Topics, status_payload
+from edge.pipeline import DevicePipeline
+from edge.publish import Outbox, Publisher
+
+log = logging.getLogger(__name__)
+TICK_S = 0.1
+
+
+def package_version() -> str:
+    try:
+        return version("wearable-edge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def load_models(config: Config) -> list[Model]:
+    backend = config.interpreter or None
+    return [load_model(config.path(config.models_dir) / f"{name}.json", backend)
+            for name in config.models]
+
+
+class Runtime:
+    """Owns the models, the serial readers and the MQTT connection for one node."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.models = load_models(config)
+        self.topics = Topics(config.mqtt.topic_prefix, config.node)
+        self.stop_event = threading.Event()
+        self.outbox = Outbox(config.path(config.mqtt.outbox))
+        self.publisher = Publisher(config.mqtt, self.topics, self.outbox, self.status)
+        self.readers = [
+            PortReader(device, DevicePipeline(device.name, self.models, config.alarms,
+                                              self.topics), self.publisher.publish,
+                       self.stop_event)
+            for device in config.devices
+        ]
+
+    def status(self, state: str) -> dict[str, Any]:
+        devices = {}
+        for reader in self.readers:
+            pipeline = reader.pipeline
+            devices[reader.device.name] = {
+                "port": reader.device.port,
+                "connected": reader.connected,
+                "reconnects": reader.reconnects,
+                "last_data_age_s": round(time.monotonic() - reader.last_data, 1),
+                "frames": pipeline.decoder.stats.as_dict(),
+                "active_alarms": [c for _, c in pipeline.alarms.active()],
+            }
+        return status_payload(
+            self.config.node, state,
+            version=package_version(),
+            uptime_s=round(time.monotonic() - self.started, 1),
+            interpreter=self.models[0].backend if self.models else None,
+            models=[{"name": m.manifest.name, "version": m.manifest.version,
+                     "sha256": m.manifest.sha256} for m in self.models],
+            devices=devices,
+            outbox_depth=self.outbox.depth(),
+        )
+
+    def run(self) -> None:
+        """Connect, read until stop() or SIGTERM/SIGINT, then shut down cleanly."""
+        self.publisher.connect()
+        for reader in self.readers:
+            reader.start()
+        log.info("ready in %.2f s: %d device(s), models %s on %s, broker %s:%s",
+                 time.monotonic() - self.started, len(self.readers),
+                 ", ".join(m.manifest.name for m in self.models),
+                 self.models[0].backend if self.models else "-",
+                 self.config.mqtt.host, self.config.mqtt.port)
+        next_status = time.monotonic() + self.config.mqtt.status_interval_s
+        while not self.stop_event.wait(TICK_S):
+            self.publisher.tick()
+            if time.monotonic() >= next_status:
+                self.publisher.publish_status(self.status("online"))
+                next_status += self.config.mqtt.status_interval_s
+        self._shutdown()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def _shutdown(self) -> None:
+        for reader in self.readers:
+            reader.join(timeout=2.0)
+        self.publisher.close(self.status("offline") | {"reason": "shutdown"})
+        pending = self.outbox.depth()
+        if pending:
+            log.warning("%d alarm message(s) not yet acknowledged stay in the outbox %s and "
+                        "are sent at the next start", pending, self.config.mqtt.outbox)
+        self.outbox.close()
+        log.info("stopped")
