@@ -1,0 +1,69 @@
+"""Alarm engine: condition delay, hysteresis, one alarm per condition, quality gating."""
+
+import pytest
+
+from edge.alarm import AlarmEngine
+from edge.config import AlarmsConfig, ThresholdAlarmConfig
+from edge.estimate import GOOD, Estimate
+
+
+def hr(t, value, quality=GOOD, device="d1"):
+    return Estimate(device, "heart_rate", value, "bpm", quality, 0.0, t, "hr@test")
+
+
+def run(engine, series, quality=GOOD):
+    return [e for t, v in series for e in engine.update(hr(t, v, quality))]
+
+
+def test_raised_after_the_condition_delay_and_cleared_once_with_hysteresis():
+    engine = AlarmEngine(AlarmsConfig())  # hr_high 120, hysteresis 5, delay 4 s, clear 4 s
+    series = [(t, 80) for t in range(0, 10, 2)]
+    series += [(t, 130) for t in range(10, 30, 2)]  # above from t=10
+    series += [(t, 118) for t in range(30, 40, 2)]  # below 120 but inside the hysteresis band
+    series += [(t, 100) for t in range(40, 60, 2)]  # recovered from t=40
+    events = run(engine, series)
+    assert [(e.condition, e.event, e.device_time_s) for e in events] == [
+        ("hr_high", "raised", 14), ("hr_high", "cleared", 44)]
+    raised, cleared = events
+    assert raised.alarm_id == cleared.alarm_id and raised.onset_s == 10
+    assert raised.priority == "medium" and raised.kind == "physiological"
+    assert "130" in raised.message and raised.limit == 120
+
+
+def test_short_excursion_below_the_delay_raises_nothing():
+    engine = AlarmEngine(AlarmsConfig())
+    assert run(engine, [(0, 80), (2, 150), (4, 150), (6, 80), (8, 150), (10, 80)]) == []
+
+
+def test_hovering_at_the_limit_is_one_alarm_not_a_storm():
+    engine = AlarmEngine(AlarmsConfig())
+    # Above 120 long enough to raise, then flapping 125 / 118 (inside the hysteresis band).
+    series = [(0, 130), (2, 130), (4, 130)]
+    series += [(t, 125 if t % 4 else 118) for t in range(6, 200, 2)]
+    events = run(engine, series)
+    assert [e.event for e in events] == ["raised"]
+
+
+def test_low_alarm_is_high_priority_and_devices_are_independent():
+    engine = AlarmEngine(AlarmsConfig())
+    events = []
+    for t in range(0, 12, 2):
+        events += engine.update(hr(t, 35, device="a"))
+        events += engine.update(hr(t, 70, device="b"))
+    assert [(e.device, e.condition, e.priority) for e in events] == [("a", "hr_low", "high")]
+
+
+def test_bad_quality_estimates_neither_raise_nor_clear():
+    engine = AlarmEngine(AlarmsConfig())
+    assert run(engine, [(t, 180) for t in range(0, 20, 2)], quality="sensor") == []
+    raised = run(engine, [(t, 180) for t in range(20, 30, 2)])
+    assert [e.event for e in raised] == ["raised"]
+    assert run(engine, [(t, 70) for t in range(30, 50, 2)], quality="sensor") == []
+    assert engine.active() == [("d1", "hr_high")]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_disabled_rule_is_silent(enabled):
+    config = AlarmsConfig(hr_high=ThresholdAlarmConfig(threshold=120, enabled=enabled))
+    events = run(AlarmEngine(config), [(t, 150) for t in range(0, 20, 2)])
+    assert len(events) == (1 if enabled else 0)
