@@ -1,0 +1,186 @@
+"""The whole chain for real: simulator on a pseudo-terminal -> `wearable-edge run` -> mosquitto
+-> a paho subscriber. Nothing mocked: real pty, real interpreter, real broker."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import paho.mqtt.client as mqtt
+import pytest
+
+import edge
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = {name: json.loads((Path(edge.__file__).parent / "schemas" /
+                             f"{name}.schema.json").read_text())
+           for name in ("vitals", "alarm", "status")}
+
+
+def validate(kind: str, payload: dict) -> None:
+    jsonschema.validate(payload, SCHEMAS[kind],
+                        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+class Processes:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, *args: str, **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def simulator(self, *args: str) -> tuple[subprocess.Popen, str]:
+        sim = self.start("-m", "device_sim", "run", "--pty", *args, stdout=subprocess.PIPE,
+                         text=True)
+        line = sim.stdout.readline().strip()
+        assert line.startswith("PTY /dev/"), line
+        return sim, line.split(" ", 1)[1]
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def processes():
+    procs = Processes()
+    yield procs
+    procs.stop_all()
+
+
+def edge_config(tmp_path: Path, pty: str, port: int) -> Path:
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        f'node = "ward-7"\nmodels_dir = "{ROOT / "models"}"\n'
+        f'[mqtt]\nport = {port}\noutbox = "{tmp_path / "outbox.sqlite"}"\n'
+        "status_interval_s = 1\n"
+        f'[[devices]]\nname = "wrist-1"\nport = "{pty}"\n')
+    return path
+
+
+def test_tachycardia_alarm_end_to_end_and_last_will(broker, mqtt_subscriber, processes,
+                                                     tmp_path):
+    sub = mqtt_subscriber("wearable/#", broker=broker)
+    sim, pty = processes.simulator("--scenario", "tachycardia", "--seed", "3", "--speed", "6")
+    runtime = processes.start("-m", "edge", "run", "--config",
+                              str(edge_config(tmp_path, pty, broker.port)))
+
+    online = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                          and m.json()["state"] == "online", timeout=30).json()
+    validate("status", online)
+    assert online["interpreter"] == "ai_edge_litert"
+    assert online["models"][0]["name"] == "hr"
+
+    raised = sub.wait_for(lambda m: m.topic == "wearable/ward-7/wrist-1/alarms"
+                          and m.json()["event"] == "raised", timeout=60).json()
+    validate("alarm", raised)
+    assert (raised["condition"], raised["priority"]) == ("hr_high", "medium")
+    assert raised["value"] > 120
+    cleared = sub.wait_for(lambda m: m.topic.endswith("/alarms")
+                           and m.json()["event"] == "cleared", timeout=60).json()
+    validate("alarm", cleared)
+    assert cleared["alarm_id"] == raised["alarm_id"] and cleared["id"] != raised["id"]
+
+    vitals = [m.json() for m in sub.matching("wearable/ward-7/wrist-1/vitals")]
+    assert len(vitals) >= 5
+    for payload in vitals:
+        validate("vitals", payload)
+    assert max(v["value"] for v in vitals) > 130 and min(v["value"] for v in vitals) < 90
+    # Exactly one alarm for the one tachycardia episode: no storm.
+    alarms = [m.json() for m in sub.matching("wearable/ward-7/wrist-1/alarms")]
+    assert [a["event"] for a in alarms] == ["raised", "cleared"]
+
+    status = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                          and m.json().get("devices", {}).get("wrist-1", {})
+                          .get("frames", {}).get("frames_ok", 0) > 0, timeout=10).json()
+    validate("status", status)
+    assert status["devices"]["wrist-1"]["frames"]["crc_errors"] == 0
+
+    # Killed without a goodbye: the broker publishes the last will, retained.
+    sub.clear()
+    runtime.send_signal(signal.SIGKILL)
+    will = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                        and m.json()["state"] == "offline", timeout=30).json()
+    validate("status", will)
+    assert will["reason"] == "connection lost"
+    late = mqtt_subscriber("wearable/ward-7/status", broker=broker)
+    retained = late.wait_for(lambda m: m.retain, timeout=5).json()
+    assert retained["state"] == "offline"
+
+
+def test_sigterm_publishes_a_clean_offline_status(broker, mqtt_subscriber, processes,
+                                                   tmp_path):
+    sub = mqtt_subscriber("wearable/#", broker=broker)
+    sim, pty = processes.simulator("--scenario", "normal", "--seed", "1", "--speed", "4")
+    runtime = processes.start("-m", "edge", "run", "--config",
+                              str(edge_config(tmp_path, pty, broker.port)))
+    sub.wait_for("wearable/ward-7/wrist-1/vitals", timeout=60)
+    runtime.send_signal(signal.SIGTERM)
+    assert runtime.wait(timeout=15) == 0
+    offline = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                           and m.json()["state"] == "offline", timeout=10).json()
+    validate("status", offline)
+    assert offline["reason"] == "shutdown"
+
+
+def test_alarms_raised_while_the_broker_is_down_are_delivered_after_it_returns(
+        mosquitto_path, processes, tmp_path):
+    """The outbox: alarms survive a broker outage and arrive once it is back."""
+    from deploy.broker import PrivateBroker
+
+    persist = tmp_path / "mosquitto-db"
+    persist.mkdir()
+    with PrivateBroker(extra_config=f"persistence true\npersistence_location {persist}/\n"
+                       "autosave_interval 1\n") as broker:
+        # A persistent session: the broker keeps QoS 1 messages for it across its restart.
+        received: list[dict] = []
+        viewer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="outbox-viewer",
+                             clean_session=False)
+        viewer.on_message = lambda c, u, msg: received.append(json.loads(msg.payload))
+        viewer.on_connect = lambda c, *_: c.subscribe("wearable/+/+/alarms", qos=1)
+        viewer.reconnect_delay_set(1, 2)
+        viewer.connect(broker.host, broker.port)
+        viewer.loop_start()
+        try:
+            time.sleep(0.5)
+            sim, pty = processes.simulator("--scenario", "tachycardia", "--seed", "5",
+                                           "--speed", "10")
+            config = edge_config(tmp_path, pty, broker.port)
+            processes.start("-m", "edge", "run", "--config", str(config),
+                            stderr=subprocess.DEVNULL)
+            time.sleep(2)  # connected, streaming
+            broker.stop()
+            assert sim.wait(timeout=60) == 0  # the whole scenario played while it was down
+            time.sleep(2)
+            with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
+                waiting = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            assert waiting == 2  # raised and cleared, kept on disk
+            assert received == []
+            broker.start()
+            deadline = time.monotonic() + 60
+            while len(received) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert [a["event"] for a in received] == ["raised", "cleared"]
+            for payload in received:
+                validate("alarm", payload)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
+                    if db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0:
+                        break
+                time.sleep(0.2)
+            else:
+                pytest.fail("acknowledged alarms were not removed from the outbox")
+        finally:
+            viewer.loop_stop()
+            viewer.disconnect()
