@@ -71,7 +71,7 @@ def edge_config(tmp_path: Path, pty: str, port: int) -> Path:
 def test_tachycardia_alarm_end_to_end_and_last_will(broker, mqtt_subscriber, processes,
                                                      tmp_path):
     sub = mqtt_subscriber("wearable/#", broker=broker)
-    sim, pty = processes.simulator("--scenario", "tachycardia", "--seed", "3", "--speed", "6")
+    _sim, pty = processes.simulator("--scenario", "tachycardia", "--seed", "3", "--speed", "6")
     runtime = processes.start("-m", "edge", "run", "--config",
                               str(edge_config(tmp_path, pty, broker.port)))
 
@@ -121,7 +121,7 @@ def test_tachycardia_alarm_end_to_end_and_last_will(broker, mqtt_subscriber, pro
 def test_sigterm_publishes_a_clean_offline_status(broker, mqtt_subscriber, processes,
                                                    tmp_path):
     sub = mqtt_subscriber("wearable/#", broker=broker)
-    sim, pty = processes.simulator("--scenario", "normal", "--seed", "1", "--speed", "4")
+    _sim, pty = processes.simulator("--scenario", "normal", "--seed", "1", "--speed", "4")
     runtime = processes.start("-m", "edge", "run", "--config",
                               str(edge_config(tmp_path, pty, broker.port)))
     sub.wait_for("wearable/ward-7/wrist-1/vitals", timeout=60)
