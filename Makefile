@@ -1,0 +1,77 @@
+# Developer entry points (GNU make). `make help` lists them.
+# Everything runs from one virtualenv, .venv, holding the project and all its extras.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3
+VENV ?= .venv
+EXTRAS ?= runtime,training,dev
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+# Touched after a successful install; older than pyproject.toml means "install again".
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv mosquitto test lint demo bench models clean distclean
+
+help: ## List the targets
+	@echo "Usage: make <target>"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' \
+		$(MAKEFILE_LIST)
+
+venv: $(STAMP) ## Create .venv and pip install -e ".[runtime,training,dev]" (again if pyproject.toml changed)
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(BIN)/python ]; then \
+		echo "creating $(VENV) with $(PYTHON)"; \
+		$(PYTHON) -m venv $(VENV) || { \
+			rm -rf $(VENV); \
+			echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: sudo apt-get install python3-venv" >&2; \
+			exit 1; }; \
+	fi
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[$(EXTRAS)]"
+	@touch $@
+
+mosquitto: ## Make sure a mosquitto broker binary exists (apt-get install as root or via sudo -n)
+	@if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] \
+		|| [ -x /usr/local/sbin/mosquitto ]; then \
+		exit 0; \
+	elif ! command -v apt-get >/dev/null; then \
+		echo "error: mosquitto is missing; install it with your package manager" \
+			"(macOS: brew install mosquitto)" >&2; \
+		exit 1; \
+	elif [ "$$(id -u)" -eq 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto; \
+	elif sudo -n true 2>/dev/null; then \
+		sudo -n apt-get update \
+			&& sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y mosquitto; \
+	else \
+		echo "error: mosquitto is missing and installing it needs root; run:" >&2; \
+		echo "    sudo apt-get install mosquitto" >&2; \
+		exit 1; \
+	fi
+
+test: venv mosquitto ## Run the test suite (real mosquitto, real ptys); PYTEST_ARGS=... to pass more
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: venv ## ruff check the tree
+	$(BIN)/ruff check .
+
+demo: venv mosquitto ## Simulated wearable -> edge runtime -> private broker, live
+	$(BIN)/python -m deploy.demo
+
+bench: venv mosquitto ## Run the benchmarks
+	$(BIN)/python -m bench
+
+models: venv ## Train, quantise and evaluate every model into models/ (needs TensorFlow)
+	$(BIN)/wearable-train all --out models
+
+clean: ## Remove caches and build output (keeps .venv and models/)
+	rm -rf build dist .pytest_cache .ruff_cache .hypothesis *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## clean, and remove .venv too
+	rm -rf $(VENV)

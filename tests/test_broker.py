@@ -1,0 +1,179 @@
+"""The private mosquitto the other tests stand on: lifecycle, restart on the same port,
+pub/sub, authentication and ACLs. All against a real broker."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from deploy import broker as broker_mod
+from deploy.broker import (
+    BrokerUnavailable,
+    PrivateBroker,
+    PrivateBrokerError,
+    find_mosquitto,
+    free_port,
+    hash_password,
+    write_password_file,
+)
+from wire.errors import WearableError
+
+
+def accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def test_find_mosquitto_returns_an_executable(mosquitto_path: str) -> None:
+    assert os.access(mosquitto_path, os.X_OK)
+    assert find_mosquitto() == mosquitto_path
+
+
+def test_missing_mosquitto_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(broker_mod, "FALLBACK_PATHS", (str(tmp_path / "mosquitto"),))
+    with pytest.raises(BrokerUnavailable) as caught:
+        find_mosquitto()
+    assert isinstance(caught.value, WearableError)
+    assert "sudo apt-get install mosquitto" in str(caught.value)
+
+
+def test_free_port_can_be_bound() -> None:
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_broker_listens_on_loopback_only(broker: PrivateBroker) -> None:
+    assert broker.running
+    assert broker.url == f"mqtt://127.0.0.1:{broker.port}"
+    assert f"listener {broker.port} 127.0.0.1" in broker.config_text()
+    assert accepts(broker.host, broker.port)
+
+
+def test_publish_subscribe_round_trip(broker: PrivateBroker, mqtt_subscriber, mqtt_publish) -> None:
+    sub = mqtt_subscriber("wearable/#")
+    mqtt_publish("wearable/dev1/vitals", b'{"hr": 72}')
+    mqtt_publish("other/topic", b"ignored")
+    mqtt_publish("wearable/dev1/status", b'{"online": true}', retain=True)
+
+    vitals = sub.wait_for("wearable/+/vitals")
+    assert vitals.json() == {"hr": 72}
+    assert vitals.retain is False
+    sub.wait_for(lambda m: m.topic.endswith("/status"))
+    assert [m.topic for m in sub.messages] == ["wearable/dev1/vitals", "wearable/dev1/status"]
+
+    # A late subscriber gets the retained status, flagged as retained.
+    late = mqtt_subscriber("wearable/+/status")
+    assert late.wait_for("wearable/dev1/status").retain is True
+
+
+def test_wait_for_reports_what_arrived(broker: PrivateBroker, mqtt_subscriber, mqtt_publish):
+    sub = mqtt_subscriber("a/#")
+    mqtt_publish("a/b", b"hello")
+    with pytest.raises(AssertionError, match="a/b"):
+        sub.wait_for("a/never", timeout=0.3)
+
+
+def test_stop_and_start_on_the_same_port(
+    broker: PrivateBroker, mqtt_subscriber, mqtt_publish
+) -> None:
+    port = broker.port
+    sub = mqtt_subscriber("wearable/#")
+    mqtt_publish("wearable/dev1/status", b"before", retain=True)
+    sub.wait_for("wearable/dev1/status")
+
+    broker.stop()
+    assert not broker.running
+    assert not accepts(broker.host, port)
+
+    broker.start()
+    assert broker.running
+    assert broker.port == port
+    assert accepts(broker.host, port)
+
+    # The subscriber reconnects and re-subscribes by itself, as the runtime's client must.
+    sub.wait_subscribed(timeout=10)
+    sub.clear()
+    mqtt_publish("wearable/dev1/alarm", b"after")
+    assert sub.wait_for("wearable/dev1/alarm").payload == b"after"
+    # Persistence is off: the retained message did not survive the restart.
+    assert sub.matching("wearable/dev1/status") == []
+
+
+def test_context_exit_stops_the_process_and_removes_its_files(mosquitto_path: str) -> None:
+    with PrivateBroker() as private:
+        pid = private.pid
+        workdir = private.workdir
+        assert pid is not None and workdir.is_dir()
+        assert private.log_path.exists()
+    assert not private.running
+    assert not workdir.exists()
+    assert not accepts(private.host, private.port)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_port_in_use_fails_with_the_log_tail(broker: PrivateBroker) -> None:
+    second = PrivateBroker(broker.port)
+    with pytest.raises(PrivateBrokerError, match="Address already in use"):
+        second.start()
+    assert not second.running
+    second.close()
+    assert broker.running
+
+
+def test_hash_matches_mosquitto_passwd_format() -> None:
+    # Vector produced by `mosquitto_passwd -b pw alice secret` (mosquitto 2.0.11).
+    salt = bytes.fromhex("0788bc661e88ef9d77d3846f")
+    expected = (
+        "$7$101$B4i8Zh6I751304Rv$04vILpe9FRl6vUanfr8lWPgkvWQSC/B/NBcc78K5kcUaZf/h4IQNTznQXbr7"
+        "sOZsKwSALlgSZHFt/Yutl6mvog=="
+    )
+    assert hash_password("secret", salt=salt) == expected
+
+
+def test_password_file_and_acl(mosquitto_path: str, tmp_path: Path, mqtt_subscriber, mqtt_publish):
+    passwd = write_password_file(tmp_path / "passwd", {"edge": "e-pass", "nurse": "n-pass"})
+    acl = tmp_path / "acl"
+    acl.write_text(
+        "user edge\n"
+        "topic readwrite wearable/#\n"
+        "user nurse\n"
+        "topic read wearable/#\n"
+        "topic write wearable/+/cmd/#\n"
+    )
+    with PrivateBroker(password_file=passwd, acl_file=acl) as private:
+        assert "allow_anonymous false" in private.config_text()
+        with pytest.raises(ConnectionError):
+            mqtt_subscriber("wearable/#", broker=private)
+        with pytest.raises(ConnectionError):
+            mqtt_subscriber("wearable/#", broker=private, username="nurse", password="wrong")
+
+        edge = mqtt_subscriber(
+            "wearable/+/cmd/#", broker=private, username="edge", password="e-pass"
+        )
+        nurse = mqtt_subscriber("wearable/#", broker=private, username="nurse", password="n-pass")
+
+        def as_nurse(topic: str, payload: bytes) -> None:
+            mqtt_publish(topic, payload, broker=private, username="nurse", password="n-pass")
+
+        mqtt_publish(
+            "wearable/d1/alarm", b"real", broker=private, username="edge", password="e-pass"
+        )
+        assert nurse.wait_for("wearable/d1/alarm").payload == b"real"
+
+        # The ACL silently drops the nurse's forged alarm; the command gets through.
+        as_nurse("wearable/d1/alarm", b"forged")
+        as_nurse("wearable/d1/cmd/ack", b"ack-1")
+        assert edge.wait_for("wearable/d1/cmd/ack").payload == b"ack-1"
+        nurse.wait_for("wearable/d1/cmd/ack")  # delivered in order, so the forgery is settled
+        assert [m.payload for m in nurse.matching("wearable/d1/alarm")] == [b"real"]
