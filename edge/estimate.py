@@ -118,15 +118,14 @@ class ModelRunner:
                        for c in m.channels}
         self.next_end = self.size
 
-    def reset(self) -> None:
-        for track in self.tracks.values():
-            track.reset()
-        self.next_end = self.size
-
     def add(self, frame: Frame) -> list[Estimate]:
         track = self.tracks.get(frame.channel)
         if track is None:
             return []
+        if frame.flags & Flag.BOOT:  # the device restarted: its clock starts again at 0
+            track.reset()
+            if frame.channel == Channel.PPG:
+                self.next_end = self.size
         track.add(frame)
         return self._ready_windows()
 
@@ -165,15 +164,10 @@ class ModelRunner:
 
 
 class DeviceEstimator:
-    """All models for one device; resets them when the device reboots."""
+    """All models for one device."""
 
     def __init__(self, device: str, models: list[Model]) -> None:
         self.runners = [ModelRunner(device, model) for model in models]
 
     def add(self, frame: Frame) -> list[Estimate]:
-        estimates = []
-        for runner in self.runners:
-            if frame.flags & Flag.BOOT:
-                runner.reset()
-            estimates += runner.add(frame)
-        return estimates
+        return [e for runner in self.runners for e in runner.add(frame)]
