@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 
 from edge.config import MqttConfig
 from edge.errors import BrokerError
-from edge.messages import Message, Topics
+from edge.messages import Message, Topics, status_payload
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Publisher:
         )
         if config.username:
             self.client.username_pw_set(config.username, config.password or None)
-        will = status("offline") | {"reason": "connection lost"}
+        will = status_payload(topics.node, "offline", reason="connection lost")
         self.client.will_set(topics.status, json.dumps(will), qos=1, retain=True)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
