@@ -1,0 +1,215 @@
+"""`wearable-sim`: stream a simulated wearable to a pty, a serial port or a file.
+
+    wearable-sim list
+    wearable-sim run --scenario tachycardia --seed 1 --pty
+    wearable-sim run --scenario exercise --port socket://localhost:7000 --speed 10
+    wearable-sim run --scenario normal --out normal.bin --truth normal.jsonl
+
+Exit status: 0 done (or stopped by SIGINT/SIGTERM), 1 the output failed while streaming,
+2 a usage error (unknown scenario, bad rate, port that cannot be opened).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import NoReturn
+
+from device_sim.errors import SimulatorError
+from device_sim.physiology import MAX_RATE_HZ, MIN_RATE_HZ, simulate
+from device_sim.scenarios import SCENARIOS, get_scenario
+from device_sim.stream import stream
+from device_sim.writers import FileWriter, PtyWriter, SerialWriter, Writer
+from wire.errors import WearableError
+
+PROG = "wearable-sim"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (problem + where to look), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (MIN_RATE_HZ <= value <= MAX_RATE_HZ):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a rate between {MIN_RATE_HZ:g} and {MAX_RATE_HZ:g} Hz (e.g. 64)"
+        )
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+    return value
+
+
+def _duration(text: str) -> float:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is shorter than 1 s")
+    return value
+
+
+def _device_id(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer from 0 to 65535")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Simulated wrist wearable (PPG + accelerometer) speaking wire protocol v1.",
+        epilog="Docs: docs/simulator.md. Exit status: 0 ok or stopped by a signal, "
+        "1 output failed while streaming, 2 usage error.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("list", help="list the built-in scenarios")
+
+    run = commands.add_parser(
+        "run",
+        help="simulate a scenario and stream it",
+        description="Simulate a scenario and stream its frames to exactly one output. "
+        "With --pty, stdout gets exactly one line, 'PTY /dev/pts/N', before streaming.",
+    )
+    run.add_argument("--scenario", default="normal",
+                     help="built-in scenario, see 'wearable-sim list' (default: normal)")
+    run.add_argument("--seed", type=int, default=0,
+                     help="random seed: same seed, same bytes (default: 0)")
+    out = run.add_mutually_exclusive_group(required=True)
+    out.add_argument("--pty", action="store_true",
+                     help="create a pseudo-terminal and print 'PTY <path>' on stdout")
+    out.add_argument("--port", metavar="URL",
+                     help="serial port or pyserial URL: /dev/ttyUSB0, loop://, socket://h:p")
+    out.add_argument("--out", metavar="FILE",
+                     help="write raw wire bytes to FILE ('-' = stdout), the recording format")
+    run.add_argument("--speed", type=_non_negative, default=None,
+                     help="1 = real time, 10 = 10x faster, 0 = as fast as possible "
+                     "(default: 1 for --pty/--port, 0 for --out)")
+    run.add_argument("--truth", metavar="FILE",
+                     help="also write per-second ground truth as JSON lines")
+    run.add_argument("--device-id", type=_device_id, default=1, metavar="N",
+                     help="device id in every frame, 0-65535 (default: 1)")
+    run.add_argument("--duration", type=_duration, metavar="S",
+                     help="seconds to stream: cuts the scenario or extends its last segment")
+    run.add_argument("--ppg-rate", type=_rate, default=64.0, metavar="HZ",
+                     help="PPG sample rate (default: 64)")
+    run.add_argument("--acc-rate", type=_rate, default=32.0, metavar="HZ",
+                     help="accelerometer sample rate (default: 32)")
+    run.add_argument("--noise", type=_non_negative, default=1.0,
+                     help="scales sensor noise, drift and motion artefact: 0 clean, 1 typical "
+                     "(default), 3 poor contact")
+    run.add_argument("--wait-for-reader", action=argparse.BooleanOptionalAction, default=True,
+                     help="with --pty, send nothing until a reader has opened the pty, and "
+                     "pause while it is gone (default: wait)")
+    run.add_argument("--baudrate", type=int, default=115200,
+                     help="with --port (default: 115200)")
+    run.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    return parser
+
+
+def _list() -> int:
+    width = max(len(name) for name in SCENARIOS)
+    for name, scenario in SCENARIOS.items():
+        print(f"{name:<{width}}  {scenario.duration_s:>4d} s  {scenario.description}")
+    return 0
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C (KeyboardInterrupt), so outputs close cleanly either way."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can handle signals; nothing to install
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _open_writer(args: argparse.Namespace) -> Writer:
+    if args.pty:
+        writer = PtyWriter(wait_for_reader=args.wait_for_reader)
+        print(f"PTY {writer.path}", flush=True)  # the one line other programs parse
+        return writer
+    if args.port:
+        return SerialWriter(args.port, baudrate=args.baudrate)
+    return FileWriter(args.out)
+
+
+def _run(args: argparse.Namespace) -> int:
+    scenario = get_scenario(args.scenario)
+    if args.duration is not None:
+        scenario = scenario.with_duration(args.duration)
+    recording = simulate(scenario, args.seed, ppg_rate=args.ppg_rate, acc_rate=args.acc_rate,
+                         noise=args.noise)
+    if args.truth:
+        try:
+            recording.truth.to_jsonl(args.truth)
+        except OSError as err:
+            raise SimulatorError(
+                f"cannot write truth file {args.truth!r} ({err.strerror}); check the directory"
+            ) from None
+    speed = args.speed if args.speed is not None else (0.0 if args.out else 1.0)
+    writer = _open_writer(args)
+    finished = False
+    try:
+        stats = writer.play(stream(recording, args.device_id), speed)
+        finished = True
+    except WearableError as err:  # the output failed mid-stream: not a usage error
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        writer.close(drain=finished)
+    logging.getLogger(__name__).info(
+        "sent %d frames, %d bytes, %.1f s of device time", stats.frames, stats.bytes,
+        stats.device_time_s,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "list":
+        return _list()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format=f"{PROG}: %(message)s")
+    try:
+        with _stop_on_sigterm():
+            return _run(args)
+    except KeyboardInterrupt:  # SIGINT or SIGTERM: a normal way to stop a stream
+        return 0
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `| head`): stop quietly, like cat does, and
+        # point stdout at /dev/null so the interpreter's final flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except WearableError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2

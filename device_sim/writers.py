@@ -1,0 +1,263 @@
+"""Where the simulated device's bytes go: a pseudo-terminal, a serial port / pyserial URL, a file.
+
+The base class `Writer` owns what is common, pacing a stream against device time (`play`);
+each writer implements only `_write` (and `_wait_ready` when it has to wait for a peer),
+like python-can's `BusABC.send`/`_recv_internal` split.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import select
+import struct
+import sys
+import termios
+import threading
+import time
+import tty
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import serial
+
+from device_sim.errors import WriterError
+
+log = logging.getLogger(__name__)
+
+MAX_LAG_S = 1.0  # behind schedule by more than this (writer blocked): re-anchor, do not burst
+
+
+@dataclass
+class PlayStats:
+    frames: int = 0
+    bytes: int = 0
+    device_time_s: float = 0.0  # device time of the last frame sent
+    stopped: bool = False  # play ended because `stop` was set
+
+
+class Writer(ABC):
+    """A byte sink for a simulated device. Use as a context manager."""
+
+    def write(self, data: bytes) -> None:
+        """Write all of `data`, blocking while the peer is not ready (bytes are never dropped)."""
+        self._write(data)
+
+    def wait_ready(self) -> None:
+        """Block until the other end can receive (a pty reader has opened it)."""
+        self._wait_ready()
+
+    def play(
+        self,
+        stream: Iterable[tuple[float, bytes]],
+        speed: float = 1.0,
+        *,
+        stop: threading.Event | None = None,
+    ) -> PlayStats:
+        """Write (device_time_s, bytes) items, paced: speed 1 = real time, 10 = ten times
+        faster, 0 = as fast as the sink takes them. Returns early once `stop` is set."""
+        if not (speed >= 0 and speed != float("inf")):
+            raise WriterError(f"speed {speed!r} must be 0 (as fast as possible) or positive")
+        stop = stop or threading.Event()
+        stats = PlayStats()
+        self.wait_ready()
+        origin = time.monotonic()  # wall time of device time 0 (the device boots now)
+        for device_time, data in stream:
+            if speed > 0:
+                delay = origin + device_time / speed - time.monotonic()
+                if delay > 0 and stop.wait(delay):
+                    break
+                if delay < -MAX_LAG_S:  # we were blocked: carry on from here at pace
+                    origin -= delay
+            if stop.is_set():
+                break
+            self.write(data)
+            stats.frames += 1
+            stats.bytes += len(data)
+            stats.device_time_s = device_time
+        stats.stopped = stop.is_set()
+        return stats
+
+    @abstractmethod
+    def close(self, *, drain: bool = True) -> None:
+        """Release the sink. With `drain`, first let buffered bytes reach the other end;
+        after an error or a signal, pass drain=False to leave at once."""
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close(drain=exc_type is None)
+
+    @abstractmethod
+    def _write(self, data: bytes) -> None: ...
+
+    def _wait_ready(self) -> None:  # noqa: B027 - most sinks are always ready
+        pass
+
+
+class PtyWriter(Writer):
+    """A pseudo-terminal that looks like a serial port to the reader (`path`, e.g. /dev/pts/3).
+
+    The slave side is put in raw mode, so no byte is translated (no CR/LF mapping, no echo).
+    The simulator keeps only the master open, which lets it see whether a reader has the
+    slave open (POLLHUP while nobody does). With `wait_for_reader` it writes nothing until a
+    reader is there, then waits `settle_s` more because pyserial flushes its input buffer
+    while it opens the port. If the reader goes away it waits again, holding on to its bytes.
+    When the kernel buffer (~4 KB to 18 KB) is full, writes block until the reader catches up.
+    """
+
+    def __init__(self, *, wait_for_reader: bool = True, settle_s: float = 0.25,
+                 drain_timeout_s: float = 5.0) -> None:
+        master, slave = os.openpty()
+        try:
+            tty.setraw(slave)
+            self.path = os.ttyname(slave)
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        self._master: int | None = master
+        self._hup = select.poll()
+        self._hup.register(master, 0)  # POLLHUP is always reported
+        self._room = select.poll()
+        self._room.register(master, select.POLLOUT)
+        self.wait_for_reader = wait_for_reader
+        self.settle_s = settle_s
+        self.drain_timeout_s = drain_timeout_s
+
+    def reader_present(self) -> bool:
+        return not any(ev & select.POLLHUP for _, ev in self._hup.poll(0))
+
+    def _wait_ready(self) -> None:
+        if self.wait_for_reader:
+            self._await_reader()
+
+    def _await_reader(self) -> None:
+        if self.reader_present():
+            return
+        log.info("waiting for a reader to open %s", self.path)
+        while not self.reader_present():
+            time.sleep(0.02)
+        time.sleep(self.settle_s)  # let the reader finish opening (pyserial flushes input)
+        log.info("reader connected to %s", self.path)
+
+    def _write(self, data: bytes) -> None:
+        if self._master is None:
+            raise WriterError(f"pty {self.path} is closed; open a new one")
+        view = memoryview(data)
+        while view:
+            if self.wait_for_reader:
+                self._await_reader()
+            try:
+                view = view[os.write(self._master, view):]
+            except BlockingIOError:
+                # Buffer full: wait for room, or (no reader) just retry a little later.
+                if self.reader_present():
+                    self._room.poll(50)
+                else:
+                    time.sleep(0.01)
+            except OSError as err:
+                raise WriterError(f"writing to pty {self.path} failed: {err}") from err
+
+    def _pending_for_reader(self) -> int:
+        """Bytes written but not yet read, as seen from the slave side (0 if unknown)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError:
+            return 0
+        try:
+            return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+        except OSError:
+            return 0
+        finally:
+            os.close(fd)
+
+    def drain(self) -> None:
+        """Wait (up to drain_timeout_s) until the reader has read everything: closing the
+        master would discard bytes still in the buffer."""
+        deadline = time.monotonic() + self.drain_timeout_s
+        quiet = 0
+        while time.monotonic() < deadline and self.reader_present():
+            # Bytes reach the reader's queue asynchronously: require a few empty looks.
+            quiet = quiet + 1 if self._pending_for_reader() == 0 else 0
+            if quiet >= 3:
+                return
+            time.sleep(0.02)
+
+    def close(self, *, drain: bool = True) -> None:
+        if self._master is None:
+            return
+        if drain:
+            self.drain()
+        os.close(self._master)
+        self._master = None
+
+
+class SerialWriter(Writer):
+    """A serial port or any pyserial URL (loop://, socket://host:port, rfc2217://...)."""
+
+    def __init__(self, url: str, *, baudrate: int = 115200) -> None:
+        self.url = url
+        try:
+            self._port = serial.serial_for_url(url, baudrate=baudrate, write_timeout=None)
+        except (serial.SerialException, ValueError, OSError) as err:
+            reason = os.strerror(err.errno) if getattr(err, "errno", None) else str(err)
+            raise WriterError(
+                f"cannot open serial port {url!r} ({reason}); check the device path or URL, "
+                "e.g. /dev/ttyUSB0, loop://, socket://host:7000"
+            ) from None
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._port.write(data)
+        except (serial.SerialException, OSError) as err:
+            raise WriterError(
+                f"writing to {self.url!r} failed ({err}); check that the port is still there"
+            ) from None
+
+    def close(self, *, drain: bool = True) -> None:
+        try:
+            if drain:
+                self._port.flush()
+        except (serial.SerialException, OSError):
+            pass  # the port is gone; nothing left to flush to
+        finally:
+            self._port.close()
+
+
+class FileWriter(Writer):
+    """Raw wire bytes to a file ('-' for stdout): the recording format that replay reads."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self._owned = self.path != "-"
+        try:
+            self._file: BinaryIO = (
+                open(self.path, "wb") if self._owned else sys.stdout.buffer  # noqa: SIM115
+            )
+        except OSError as err:
+            raise WriterError(
+                f"cannot write {self.path!r} ({err.strerror}); check the directory exists "
+                "and is writable"
+            ) from None
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except BrokenPipeError:
+            raise  # stdout's reader left: the CLI stops quietly, this is not a failure
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise WriterError(f"disk full writing {self.path!r}; free some space") from None
+            raise WriterError(f"writing {self.path!r} failed ({err.strerror})") from None
+
+    def close(self, *, drain: bool = True) -> None:
+        try:
+            self._file.flush()
+        finally:
+            if self._owned:
+                self._file.close()
