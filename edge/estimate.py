@@ -38,7 +38,9 @@ class ChannelTrack:
     """One channel of one device on the model's time grid.
 
     Samples are indexed from the device's boot at the model rate; `bad` marks samples that came
-    from gap filling or a frame flagged lead-off / saturated / flat.
+    from gap filling or a frame flagged lead-off / saturated / flat. Frames are conditioned
+    lazily, in one filter call when a window needs them: scipy's per-call overhead dominates
+    at frame-sized blocks.
     """
 
     def __init__(self, model_rate: float, band_hz: tuple[float, float], order: int) -> None:
@@ -48,16 +50,20 @@ class ChannelTrack:
 
     def reset(self) -> None:
         self.conditioner: Conditioner | None = None
+        self.factor = 1
         self.next_k = 0  # next expected sample index at the sensor rate
         self.start = 0  # model-rate index of values[0]
         self.values = np.zeros((0, 1))
         self.bad = np.zeros(0, dtype=bool)
-        self.last_raw: np.ndarray | None = None
+        self._raw: list[np.ndarray] = []  # received, not yet conditioned
+        self._raw_bad: list[np.ndarray] = []
+        self._last_raw: np.ndarray | None = None
         self.last_time_s = -math.inf
 
     @property
     def end(self) -> int:
-        return self.start + len(self.bad)
+        """Model-rate index one past the newest sample received."""
+        return -(-self.next_k // self.factor)
 
     def add(self, frame: Frame) -> None:
         raw = frame.values
@@ -67,31 +73,40 @@ class ChannelTrack:
             self.reset()
             self.sensor_rate = rate
             self.conditioner = Conditioner(rate, self.model_rate, self.band_hz, self.order)
-            factor = self.conditioner.decimator.factor
+            self.factor = self.conditioner.decimator.factor
             self.conditioner.decimator.align(k)
-            self.start = -(-k // factor)
+            self.start = -(-k // self.factor)
             self.next_k = k
             self.values = np.zeros((0, raw.shape[1]))
         bad = bool(frame.flags & _BAD_FLAGS) or bool(np.ptp(raw, axis=0).max() == 0)
         if k > self.next_k:  # lost frames: hold the last value, mark it bad
-            hold = self.last_raw if self.last_raw is not None else raw[:1]
-            self._append(np.repeat(hold, k - self.next_k, axis=0), True)
+            hold = self._last_raw if self._last_raw is not None else raw[:1]
+            self._push(np.repeat(hold, k - self.next_k, axis=0), True)
         elif k < self.next_k:  # overlap (clock jitter): drop what we already have
             raw = raw[self.next_k - k :]
         if len(raw):
-            self._append(raw, bad)
-            self.last_raw = raw[-1:]
-        self.last_time_s = (self.next_k / rate)
+            self._push(raw, bad)
+        self.last_time_s = self.next_k / rate
 
-    def _append(self, raw: np.ndarray, bad: bool) -> None:
-        out = self.conditioner.process(raw)
+    def _push(self, raw: np.ndarray, bad: bool) -> None:
+        self._raw.append(raw)
+        self._raw_bad.append(np.full(len(raw), bad))
+        self._last_raw = raw[-1:]
         self.next_k += len(raw)
-        self.values = np.concatenate([self.values, out])
-        self.bad = np.concatenate([self.bad, np.full(len(out), bad)])
+
+    def _condition(self) -> None:
+        if not self._raw:
+            return
+        raw, bad = np.concatenate(self._raw), np.concatenate(self._raw_bad)
+        self._raw, self._raw_bad = [], []
+        kept = self.conditioner.decimator.keep(len(raw))
+        self.values = np.concatenate([self.values, self.conditioner.filter.process(raw)[kept]])
+        self.bad = np.concatenate([self.bad, bad[kept]])
 
     def window(self, start: int, end: int) -> tuple[np.ndarray, bool] | None:
         if start < self.start or end > self.end:
             return None
+        self._condition()
         i, j = start - self.start, end - self.start
         return self.values[i:j], bool(self.bad[i:j].any())
 

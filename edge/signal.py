@@ -60,10 +60,14 @@ class Decimator:
         the next sample; streams that start at different times then share one grid."""
         self._phase = (-first_index) % self.factor
 
+    def keep(self, n: int) -> slice:
+        """Which of the next `n` samples to keep (advances the phase)."""
+        kept = slice(self._phase, n, self.factor)
+        self._phase = (self._phase - n) % self.factor
+        return kept
+
     def process(self, block: np.ndarray) -> np.ndarray:
-        out = block[self._phase :: self.factor]
-        self._phase = (self._phase - len(block)) % self.factor
-        return out
+        return block[self.keep(len(block))]
 
 
 class Conditioner:
