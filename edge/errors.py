@@ -19,6 +19,10 @@ class BrokerError(WearableError):
     """The MQTT broker cannot be reached or refused the connection."""
 
 
+class StreamError(WearableError):
+    """A device's stream cannot feed a model (e.g. a sample rate the model cannot use)."""
+
+
 class InterpreterError(WearableError):
     """No TFLite interpreter package is installed."""
 
@@ -30,5 +34,6 @@ __all__ = [
     "ModelError",
     "ProtocolError",
     "SerialPortError",
+    "StreamError",
     "WearableError",
 ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.errors import StreamError
 from edge.features import get_feature, motion_rms_g
 from edge.infer import Model
 from edge.signal import Conditioner
@@ -43,7 +44,9 @@ class ChannelTrack:
     at frame-sized blocks.
     """
 
-    def __init__(self, model_rate: float, band_hz: tuple[float, float], order: int) -> None:
+    def __init__(self, label: str, channel: Channel, model_rate: float,
+                 band_hz: tuple[float, float], order: int) -> None:
+        self.label, self.channel = label, channel
         self.model_rate, self.band_hz, self.order = model_rate, band_hz, order
         self.sensor_rate = 0.0
         self.reset()
@@ -72,7 +75,13 @@ class ChannelTrack:
         if self.conditioner is None or rate != self.sensor_rate:
             self.reset()
             self.sensor_rate = rate
-            self.conditioner = Conditioner(rate, self.model_rate, self.band_hz, self.order)
+            try:
+                self.conditioner = Conditioner(rate, self.model_rate, self.band_hz, self.order)
+            except ValueError as err:
+                self.reset()
+                raise StreamError(
+                    f"{self.channel.name} at {rate:g} Hz cannot feed model {self.label} "
+                    f"({self.model_rate:g} Hz): {err}") from None
             self.factor = self.conditioner.decimator.factor
             self.conditioner.decimator.align(k)
             self.start = -(-k // self.factor)
@@ -129,7 +138,8 @@ class ModelRunner:
         self.params = dict(m.feature_params, fs=m.sample_rate_hz)
         self.label = f"{m.name}@{m.version}"
         band = (m.bandpass_hz[0], m.bandpass_hz[1])
-        self.tracks = {Channel[c]: ChannelTrack(m.sample_rate_hz, band, m.filter_order)
+        self.tracks = {Channel[c]: ChannelTrack(self.label, Channel[c], m.sample_rate_hz, band,
+                                                m.filter_order)
                        for c in m.channels}
         self.next_end = self.size
 

@@ -6,18 +6,28 @@ replay produces exactly the messages the live runtime published for the same str
 
 from __future__ import annotations
 
+import logging
+
 from edge.alarm import AlarmEngine
 from edge.config import AlarmsConfig
+from edge.errors import StreamError
 from edge.estimate import DeviceEstimator
 from edge.infer import Model
 from edge.messages import Message, Topics
 from wire import Decoder
 
+log = logging.getLogger(__name__)
+
 
 class DevicePipeline:
+    """`strict`: a frame that cannot feed a model raises StreamError (replay); otherwise it is
+    dropped, counted in `rejected_frames` and logged once per distinct problem (run)."""
+
     def __init__(self, device: str, models: list[Model], alarms: AlarmsConfig,
-                 topics: Topics) -> None:
-        self.device = device
+                 topics: Topics, *, strict: bool = False) -> None:
+        self.device, self.strict = device, strict
+        self.rejected_frames = 0
+        self.problems: set[str] = set()
         self.decoder = Decoder()
         self.estimator = DeviceEstimator(device, models)
         self.alarms = AlarmEngine(alarms)
@@ -27,7 +37,17 @@ class DevicePipeline:
     def feed(self, data: bytes) -> list[Message]:
         messages = []
         for frame in self.decoder.feed(data):
-            for estimate in self.estimator.add(frame):
+            try:
+                estimates = self.estimator.add(frame)
+            except StreamError as err:
+                if self.strict:
+                    raise
+                self.rejected_frames += 1
+                if str(err) not in self.problems:
+                    self.problems.add(str(err))
+                    log.error("device %s: %s; its frames are dropped", self.device, err)
+                continue
+            for estimate in estimates:
                 self.last_device_time_s = estimate.device_time_s
                 messages.append(self.topics.message(estimate))
                 messages += [self.topics.message(e) for e in self.alarms.update(estimate)]

@@ -33,7 +33,7 @@ class ReplaySummary:
 def replay(config: Config, models: list[Model], recording: Path, out: TextIO | None,
            device: str = "replay") -> ReplaySummary:
     topics = Topics(config.mqtt.topic_prefix, config.node)
-    pipeline = DevicePipeline(device, models, config.alarms, topics)
+    pipeline = DevicePipeline(device, models, config.alarms, topics, strict=True)
     summary = ReplaySummary()
     try:
         stream = recording.open("rb")
@@ -41,7 +41,7 @@ def replay(config: Config, models: list[Model], recording: Path, out: TextIO | N
         raise WearableError(f"recording {recording} cannot be read: {err.strerror}") from None
     start = time.perf_counter()
     with stream:
-        while chunk := stream.read(CHUNK):
+        while chunk := stream.read(CHUNK):  # StreamError propagates: the CLI names the problem
             for message in pipeline.feed(chunk):
                 kind = message.topic.rsplit("/", 1)[-1]
                 summary.messages[kind] = summary.messages.get(kind, 0) + 1

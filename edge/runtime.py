@@ -60,7 +60,9 @@ class Runtime:
                 "connected": reader.connected,
                 "reconnects": reader.reconnects,
                 "last_data_age_s": round(time.monotonic() - reader.last_data, 1),
-                "frames": pipeline.decoder.stats.as_dict(),
+                "frames": pipeline.decoder.stats.as_dict() | {
+                    "rejected": pipeline.rejected_frames},
+                "problems": sorted(pipeline.problems),
                 "active_alarms": [c for _, c in pipeline.alarms.active()],
             }
         return status_payload(
