@@ -99,3 +99,12 @@ def test_replay_of_a_file_that_is_not_a_recording(tmp_path):
     junk.write_bytes(b"hello, world\n" * 100)
     result = edge("replay", str(junk), "--models", str(MODELS), "--out", "none")
     assert_one_line_error(result, 1, "no valid wire-protocol frames")
+
+
+def test_replay_of_a_rate_the_model_cannot_use_names_both(tmp_path):
+    recording = tmp_path / "odd-rate.bin"
+    subprocess.run([sys.executable, "-m", "device_sim", "run", "--scenario", "normal",
+                    "--duration", "20", "--ppg-rate", "117", "--out", str(recording)],
+                   check=True, cwd=ROOT)
+    result = edge("replay", str(recording), "--models", str(MODELS), "--out", "none")
+    assert_one_line_error(result, 1, "PPG at 117 Hz", "model hr@", "32 Hz")
