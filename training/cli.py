@@ -1,0 +1,83 @@
+"""`wearable-train`: train, quantise, evaluate and bundle the models the runtime ships."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from training.errors import TrainingError, WearableError
+
+# Each model's trainer: (out_dir, quick, seed, log) -> paths written. Imported lazily so that
+# `--help` and argument errors do not wait for TensorFlow.
+MODELS: dict[str, str] = {
+    "hr": "training.hr:train",
+}
+ALL = "all"
+
+
+def _trainer(name: str) -> Callable[..., list[Path]]:
+    import importlib
+
+    module, func = MODELS[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wearable-train",
+        description="Train a model on simulated subjects, quantise it to full-integer int8, "
+        "evaluate float and int8 on held-out subjects and write the bundle "
+        "(<name>.tflite + <name>.json manifest) with a Markdown report and plots.",
+        epilog="Example: wearable-train hr --out models   (make models = wearable-train all "
+        "--out models). Same --seed, same data, same model.",
+    )
+    parser.add_argument("model", help=f"model to train: {', '.join([*MODELS, ALL])} "
+                        f"({ALL} = every model)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="directory for the bundle; created if missing")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for the simulated data, augmentation and weights "
+                        "(default: 0)")
+    parser.add_argument("--quick", action="store_true",
+                        help="few subjects and epochs (about a minute): for CI and smoke "
+                        "tests, not for shipping")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
+
+    started = time.monotonic()
+    try:
+        names = list(MODELS) if args.model == ALL else [args.model]
+        if args.model != ALL and args.model not in MODELS:
+            raise TrainingError(f"unknown model {args.model!r}; valid: "
+                                f"{', '.join([*MODELS, ALL])}")
+        if args.seed < 0:
+            raise TrainingError(f"--seed {args.seed} is negative; give a seed >= 0")
+        from training.bundle import prepare_out_dir
+
+        out = prepare_out_dir(args.out)
+        # TensorFlow's C++ start-up chatter would drown the progress lines.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        for name in names:
+            for path in _trainer(name)(out, quick=args.quick, seed=args.seed, log=log):
+                log(f"wrote {path}")
+    except WearableError as err:
+        print(f"wearable-train: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("wearable-train: interrupted; no bundle was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

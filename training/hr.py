@@ -1,0 +1,247 @@
+"""Heart rate from wrist PPG + accelerometer: a per-bin classifier over the PPG/motion spectra.
+
+The model sees the magnitude spectra of one 8 s window (PPG, and motion from the
+accelerometer) over 30-216 bpm and gives a probability per spectrum bin; the runtime reports
+the expectation Σ p_i·bpm_i (output kind "expectation"), which resolves HR between bins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.bundle import Manifest, sha256_file
+from edge.features import spectrum_frequencies
+from training import data, provenance
+from training.bundle import publish, staging, tensor_specs
+from training.errors import TrainingError
+from training.evaluate import regression_metrics
+from training.windows import Preprocessing
+
+NAME = "hr"
+VERSION = "1.0.0"
+PREPROCESSING = Preprocessing(
+    channels=("PPG", "ACCEL"),
+    sample_rate_hz=32.0,
+    window_s=8.0,
+    hop_s=2.0,
+    bandpass_hz=(0.5, 4.0),
+    filter_order=4,
+    features="ppg_acc_spectrum",
+    # 1024-point FFT of a 256-sample window: 1.875 bpm bins; 0.5-3.6 Hz = 30-216 bpm.
+    feature_params={"nfft": 1024, "f_lo": 0.5, "f_hi": 3.6},
+)
+BUILTIN_TEST_SCENARIOS = ("rest", "normal", "tachycardia", "bradycardia", "exercise")
+TOLERANCE_BPM = 5.0  # "within tolerance" share in the metrics (ANSI/CTA-2065 uses ±5 bpm)
+MAX_TFLITE_BYTES = 64 * 1024
+# Acceptance targets on held-out subjects; the report marks each met or missed.
+TARGETS = {"rest_mae": 2.0, "motion_mae": 5.0, "int8_vs_float_pct": 5.0}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much data and training; `quick` trades accuracy for a CI-sized run."""
+
+    train_subjects: int
+    val_subjects: int
+    test_subjects: int  # random scenarios; BUILTIN_TEST_SCENARIOS are added on top
+    builtin_seeds: int  # subjects per built-in test scenario
+    duration_s: float
+    epochs: int
+    batch: int = 256
+    learning_rate: float = 3e-3
+    label_sigma_bpm: float = 3.0
+    patience: int = 8
+
+    @staticmethod
+    def for_run(quick: bool) -> Plan:
+        if quick:
+            return Plan(train_subjects=48, val_subjects=8, test_subjects=12, builtin_seeds=1,
+                        duration_s=180, epochs=8)
+        return Plan(train_subjects=480, val_subjects=48, test_subjects=96, builtin_seeds=3,
+                    duration_s=300, epochs=60)
+
+
+def classes_bpm() -> np.ndarray:
+    """The HR classes: the feature bins' centre frequencies in bpm."""
+    p = PREPROCESSING.feature_params
+    return 60.0 * spectrum_frequencies(PREPROCESSING.sample_rate_hz, p["nfft"], p["f_lo"],
+                                       p["f_hi"])
+
+
+def plan_splits(plan: Plan, seed: int) -> dict[str, list[data.Subject]]:
+    """Subjects per split; ids and seeds never repeat across splits (split by subject).
+
+    Test: new random subjects at typical noise, every built-in scenario with new seeds, and
+    random subjects without an accelerometer (scored separately: the runtime's fallback).
+    """
+    test = data.plan_subjects("test", plan.test_subjects, seed, duration_s=plan.duration_s,
+                              augment=False, noise_range=(0.5, 1.5), no_acc_share=0.0)
+    for name in BUILTIN_TEST_SCENARIOS:
+        test += data.plan_subjects("test", plan.builtin_seeds, seed, duration_s=None,
+                                   augment=False, scenarios=(name,), noise_range=(0.5, 1.5),
+                                   no_acc_share=0.0, first_index=len(test))
+    test += data.plan_subjects("test", max(plan.test_subjects // 4, 1), seed,
+                               duration_s=plan.duration_s, augment=False,
+                               noise_range=(0.5, 1.5), no_acc_share=1.0, first_index=len(test))
+    return {
+        "train": data.plan_subjects("train", plan.train_subjects, seed,
+                                    duration_s=plan.duration_s, augment=True),
+        "val": data.plan_subjects("val", plan.val_subjects, seed, duration_s=plan.duration_s,
+                                  augment=False, noise_range=(0.5, 2.0)),
+        "test": test,
+    }
+
+
+def train(out: Path, *, quick: bool = False, seed: int = 0,
+          log: Callable[[str], None] = print) -> list[Path]:
+    """Simulate, train, quantise, evaluate and write the bundle into `out`; returns the
+    files written."""
+    started = time.monotonic()
+    plan = Plan.for_run(quick)
+    subjects = plan_splits(plan, seed)
+    sets = {}
+    for split, members in subjects.items():
+        t0 = time.monotonic()
+        sets[split] = data.build_windows(members, PREPROCESSING)
+        log(f"{NAME}: {split}: {len(members)} subjects, {len(sets[split])} windows "
+            f"({time.monotonic() - t0:.1f}s)")
+
+    # TensorFlow only now: the simulation workers above are spawned without it.
+    from training import nets, quantize
+
+    classes = classes_bpm()
+    model = _fit(nets, plan, sets, classes, seed, log)
+    log(f"{NAME}: quantising to int8")
+    tflite = quantize.to_int8_tflite(nets.with_softmax(model), sets["train"].x, seed=seed)
+    if len(tflite) > MAX_TFLITE_BYTES:
+        raise TrainingError(f"{NAME}: int8 model is {len(tflite)} bytes, over the "
+                            f"{MAX_TFLITE_BYTES}-byte budget; shrink the network")
+    with staging(out) as stage:
+        manifest = _manifest(stage, tflite, classes)
+        test = sets["test"]
+        int8_pred, latency_ms = _run_int8(stage / f"{NAME}.json", test.x)
+        float_pred = _expectation(model.predict(test.x, batch_size=1024, verbose=0), classes)
+        train_mean = float(sets["train"].hr_bpm.mean())
+        predictions = {
+            "float": float_pred,
+            "int8": int8_pred,
+            "baseline: PPG spectral peak": classes[test.x[:, :, 0].argmax(axis=1)],
+            "baseline: training mean": np.full(len(test), train_mean),
+        }
+        with_acc = np.isin(test.subject, [s.id for s in subjects["test"] if s.has_acc])
+
+        def score(pred: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+            return regression_metrics(pred[mask], test.hr_bpm[mask], test.subject[mask],
+                                      test.moving[mask], tolerance=TOLERANCE_BPM)
+
+        results = {k: score(v, with_acc) for k, v in predictions.items()}
+        results["int8, no accelerometer"] = score(int8_pred, ~with_acc)
+        log(f"{NAME}: int8 MAE rest {results['int8']['rest']['mae']:.2f}, motion "
+            f"{results['int8']['motion']['mae']:.2f} bpm (float "
+            f"{results['float']['rest']['mae']:.2f}, {results['float']['motion']['mae']:.2f})")
+        manifest = replace(
+            manifest,
+            metrics={
+                "float": results["float"],
+                "int8": results["int8"] | {"latency_ms_median": latency_ms,
+                                           "tflite_bytes": len(tflite)},
+                "int8_no_accelerometer": results["int8, no accelerometer"],
+                "baseline_train_mean": results["baseline: training mean"],
+                "baseline_spectral_peak": results["baseline: PPG spectral peak"],
+                "test_set": {"subjects": test.n_subjects, "windows": len(test),
+                             "moving_windows": int(test.moving.sum()),
+                             "subjects_without_accelerometer": int(
+                                 sum(not s.has_acc for s in subjects["test"]))},
+            },
+            training={
+                "seed": seed,
+                "quick": quick,
+                "subjects": {k: len(v) for k, v in subjects.items()},
+                "windows": {k: len(v) for k, v in sets.items()},
+                "plan": asdict(plan),
+                "train_mean_bpm": train_mean,
+                "duration_s": round(time.monotonic() - started, 1),
+                **provenance.describe(),
+            },
+        )
+        from training import hr_report
+
+        hr_report.write(stage, manifest, results, test, predictions, subjects["test"],
+                        TARGETS, log)
+        return publish(stage, out, manifest)
+
+
+def _fit(nets: Any, plan: Plan, sets: dict[str, data.Windows], classes: np.ndarray, seed: int,
+         log: Callable[[str], None]) -> Any:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    train, val = sets["train"], sets["val"]
+    model = nets.spectral_classifier(*train.x.shape[1:])
+    steps = plan.epochs * int(np.ceil(len(train) / plan.batch))
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(plan.learning_rate, steps)),
+        loss=nets.expectation_loss(classes, weight=0.5, scale=plan.label_sigma_bpm),
+        metrics=[nets.expectation_mae(classes)],
+    )
+    log(f"{NAME}: model {model.count_params()} parameters; training up to {plan.epochs} epochs")
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs or {}
+            log(f"{NAME}: epoch {epoch + 1:3d}  loss {logs.get('loss', 0):.3f}  "
+                f"train MAE {logs.get('mae', 0):5.2f}  val MAE {logs.get('val_mae', 0):5.2f} bpm")
+
+    sigma = plan.label_sigma_bpm
+    model.fit(
+        train.x, nets.gaussian_labels(train.hr_bpm, classes, sigma),
+        validation_data=(val.x, nets.gaussian_labels(val.hr_bpm, classes, sigma)),
+        batch_size=plan.batch, epochs=plan.epochs, shuffle=True, verbose=0,
+        callbacks=[Progress(), keras.callbacks.EarlyStopping(
+            "val_mae", mode="min", patience=plan.patience, restore_best_weights=True)],
+    )
+    return model
+
+
+def _expectation(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return (p @ classes) / p.sum(axis=1)
+
+
+def _manifest(stage: Path, tflite: bytes, classes: np.ndarray) -> Manifest:
+    path = stage / f"{NAME}.tflite"
+    path.write_bytes(tflite)
+    inp, out = tensor_specs(tflite)
+    manifest = Manifest(
+        name=NAME, version=VERSION, task="heart_rate", unit="bpm",
+        **PREPROCESSING.manifest_fields(),
+        input=inp, output=out, output_kind="expectation",
+        output_params={"values": [round(float(v), 4) for v in classes]},
+        sha256=sha256_file(path), tflite=path.name,
+    )
+    manifest.write(stage / f"{NAME}.json")
+    return manifest
+
+
+def _run_int8(manifest_path: Path, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Predictions through the runtime's own path, and the median latency of one call."""
+    from edge.infer import load_model
+
+    model = load_model(manifest_path)
+    pred = np.array([model.predict(w) for w in x])
+    times = []
+    for i in range(2000):
+        t0 = time.perf_counter()
+        model.predict(x[i % len(x)])
+        times.append(time.perf_counter() - t0)
+    return pred, float(np.median(times) * 1e3)

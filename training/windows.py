@@ -1,0 +1,96 @@
+"""Recording -> model inputs, through the runtime's own classes (one code path, no skew).
+
+Each channel runs through `edge.signal.Conditioner` (band-pass at the sensor rate, decimate
+to the model rate) over the whole recording, then `edge.signal.SlidingWindow`, then the
+feature function the manifest names. The runtime runs the same three steps block by block;
+`Conditioner` and `SlidingWindow` carry state, so the result is identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge.features import get_feature, motion_rms_g
+from edge.signal import Conditioner, SlidingWindow
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The manifest fields that say how raw samples become one model input."""
+
+    channels: tuple[str, ...]
+    sample_rate_hz: float
+    window_s: float
+    hop_s: float
+    bandpass_hz: tuple[float, float]
+    filter_order: int
+    features: str
+    feature_params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_s * self.sample_rate_hz)
+
+    @property
+    def hop_samples(self) -> int:
+        return round(self.hop_s * self.sample_rate_hz)
+
+    def manifest_fields(self) -> dict[str, Any]:
+        return {
+            "channels": list(self.channels),
+            "sample_rate_hz": self.sample_rate_hz,
+            "window_s": self.window_s,
+            "hop_s": self.hop_s,
+            "bandpass_hz": list(self.bandpass_hz),
+            "filter_order": self.filter_order,
+            "features": self.features,
+            "feature_params": dict(self.feature_params),
+        }
+
+
+@dataclass(frozen=True)
+class RecordingWindows:
+    """The windows of one recording: model inputs plus what each window saw."""
+
+    features: np.ndarray  # (n, *input shape) float32
+    end_s: np.ndarray  # (n,) time of each window's last sample, s from the recording start
+    motion_g: np.ndarray  # (n,) RMS of the conditioned acceleration (0 without accelerometer)
+
+
+def _condition(pre: Preprocessing, x: np.ndarray, rate: float) -> list[np.ndarray]:
+    conditioner = Conditioner(rate, pre.sample_rate_hz, pre.bandpass_hz, pre.filter_order)
+    window = SlidingWindow(pre.window_samples, pre.hop_samples)
+    return window.push(conditioner.process(x))
+
+
+def extract_windows(pre: Preprocessing, ppg: np.ndarray, ppg_rate: float,
+                    acc: np.ndarray | None, acc_rate: float | None) -> RecordingWindows:
+    """Condition, window and featurise one recording (acc=None: no accelerometer)."""
+    feature = get_feature(pre.features)
+    ppg_windows = _condition(pre, ppg, ppg_rate)
+    if acc is None or acc_rate is None:
+        acc_windows: list[np.ndarray | None] = [None] * len(ppg_windows)
+    else:
+        acc_windows = list(_condition(pre, acc, acc_rate))
+    n = min(len(ppg_windows), len(acc_windows))  # the shorter stream bounds the windows
+    features = [feature(ppg_windows[i], acc_windows[i], fs=pre.sample_rate_hz,
+                        **pre.feature_params) for i in range(n)]
+    ends = (pre.window_samples + pre.hop_samples * np.arange(n)) / pre.sample_rate_hz
+    motion = [0.0 if a is None else motion_rms_g(a) for a in acc_windows[:n]]
+    shape = (0, *get_input_shape(pre)) if n == 0 else None
+    return RecordingWindows(
+        features=np.stack(features) if n else np.zeros(shape, np.float32),
+        end_s=ends,
+        motion_g=np.asarray(motion, dtype=np.float64),
+    )
+
+
+def get_input_shape(pre: Preprocessing) -> tuple[int, ...]:
+    """Model input shape without the batch axis, found by featurising one silent window."""
+    feature = get_feature(pre.features)
+    silent = np.zeros(pre.window_samples)
+    acc = np.zeros((pre.window_samples, 3)) if "ACCEL" in pre.channels else None
+    return feature(silent, acc, fs=pre.sample_rate_hz, **pre.feature_params).shape
