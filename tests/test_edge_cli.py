@@ -108,3 +108,11 @@ def test_replay_of_a_rate_the_model_cannot_use_names_both(tmp_path):
                    check=True, cwd=ROOT)
     result = edge("replay", str(recording), "--models", str(MODELS), "--out", "none")
     assert_one_line_error(result, 1, "PPG at 117 Hz", "model hr@", "32 Hz")
+
+
+def test_the_board_config_shipped_in_deploy_is_valid():
+    from edge.config import load_config
+
+    config = load_config(ROOT / "deploy" / "edge.toml")
+    assert config.devices[0].port == "/dev/wearable0"
+    assert str(config.path(config.mqtt.outbox)).startswith("/var/lib/wearable-edge/")
