@@ -1,0 +1,109 @@
+"""Writers against real sinks: a real pseudo-terminal read through pyserial, a pyserial loop://
+port, a file; and pacing by device time."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import serial
+
+from device_sim import WriterError, simulate, stream
+from device_sim.writers import FileWriter, PtyWriter, SerialWriter
+from wire.protocol import Decoder, Frame
+
+
+def read_until_hangup(port: serial.Serial, decoder: Decoder, timeout_s: float = 20) -> list[Frame]:
+    """Read what is available (not read(n): pyserial drops a half-filled read on hang-up)."""
+    got: list[Frame] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            data = port.read(max(1, port.in_waiting))
+        except serial.SerialException:  # the simulator closed the pty: end of stream
+            break
+        got += decoder.feed(data)
+    return got
+
+
+def test_pty_round_trip_with_a_late_reader_loses_nothing() -> None:
+    items = list(stream(simulate("tachycardia", 1), device_id=9))
+    writer = PtyWriter(settle_s=0.1)
+    played = {}
+
+    def play() -> None:
+        with writer:
+            played["stats"] = writer.play(items, speed=0)
+
+    thread = threading.Thread(target=play, daemon=True)
+    thread.start()
+    time.sleep(0.3)  # the reader arrives after the simulator is ready to send
+    assert thread.is_alive(), "the writer must wait for its reader"
+    with serial.Serial(writer.path, timeout=0.5) as port:
+        decoder = Decoder()
+        got = read_until_hangup(port, decoder)
+    thread.join(timeout=10)
+    assert played["stats"].frames == len(items) == len(got)
+    assert decoder.stats.bytes_in == sum(len(data) for _, data in items)
+    stats = decoder.stats
+    assert (stats.crc_errors, stats.malformed, stats.frames_lost) == (0, 0, 0)
+    assert {f.device_id for f in got} == {9}
+
+
+def test_pty_without_waiting_blocks_instead_of_dropping() -> None:
+    items = list(stream(simulate("tachycardia", 1)))  # ~50 kB: more than a pty buffers
+    writer = PtyWriter(wait_for_reader=False)
+    thread = threading.Thread(target=lambda: writer.play(items, speed=0), daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    assert thread.is_alive(), "with nobody reading, the writer must block on a full buffer"
+    # Read with plain os-level semantics (no flush on open), as `cat` would.
+    with open(writer.path, "rb", buffering=0) as tty:
+        decoder = Decoder()
+        got: list[Frame] = []
+        while len(got) < len(items):
+            got += decoder.feed(tty.read(4096))
+    thread.join(timeout=10)
+    writer.close(drain=False)
+    assert decoder.stats.frames_lost == 0 and decoder.stats.crc_errors == 0
+
+
+def test_serial_url_and_file_writers(tmp_path) -> None:
+    items = list(stream(simulate("tachycardia", 2)))
+    blob = b"".join(data for _, data in items)
+    received = bytearray()
+    with SerialWriter("loop://") as port:
+        # loop:// holds 4 KB, like a real line it blocks the writer until someone reads.
+        loop = port._port
+        reader = threading.Thread(target=lambda: received.extend(loop.read(len(blob))))
+        reader.start()
+        port.play(items, speed=0)
+        reader.join(timeout=10)
+    assert bytes(received) == blob
+    path = tmp_path / "rec.bin"
+    with FileWriter(path) as out:
+        out.play(items, speed=0)
+    assert path.read_bytes() == blob
+
+
+def test_pacing_follows_device_time() -> None:
+    items = [(t, d) for t, d in stream(simulate("tachycardia", 0)) if t < 2.0]  # 2 s of device
+    with SerialWriter("loop://") as port:
+        start = time.monotonic()
+        port.play(items, speed=10)
+        elapsed = time.monotonic() - start
+    assert 0.15 < elapsed < 0.6  # ~0.2 s at 10x
+    stop = threading.Event()
+    stop.set()
+    with SerialWriter("loop://") as port:
+        assert port.play(items, speed=1, stop=stop).stopped
+
+
+def test_outputs_that_cannot_be_opened() -> None:
+    with pytest.raises(WriterError, match="cannot open serial port"):
+        SerialWriter("/dev/does-not-exist")
+    with pytest.raises(WriterError, match="cannot open serial port"):
+        SerialWriter("nosuch://x")
+    with pytest.raises(WriterError, match="cannot write"):
+        FileWriter("/nonexistent-dir/x.bin")
