@@ -57,6 +57,7 @@ class ThresholdAlarm:
         self.active_id: str | None = None
         self.onset_s: float | None = None  # when the crossing began (inactive) ...
         self.recovery_s: float | None = None  # ... or when the vital came back (active)
+        self.last: Estimate | None = None  # the newest estimate seen
 
     def _crossed(self, value: float) -> bool:
         c = self.rule.config
@@ -70,6 +71,7 @@ class ThresholdAlarm:
 
     def update(self, estimate: Estimate) -> AlarmEvent | None:
         t, value, c = estimate.device_time_s, estimate.value, self.rule.config
+        self.last = estimate
         if self.active_id is None:
             if not self._crossed(value):
                 self.onset_s = None
@@ -92,14 +94,19 @@ class ThresholdAlarm:
         self.active_id, self.onset_s = None, None
         return event
 
-    def _event(self, kind: str, estimate: Estimate) -> AlarmEvent:
+    def end(self, reason: str) -> AlarmEvent:
+        """Clear an active alarm for a reason other than the vital recovering."""
+        event = self._event("cleared", self.last, f"{self.rule.label} alarm {reason}")
+        self.active_id, self.onset_s = None, None
+        return event
+
+    def _event(self, kind: str, estimate: Estimate, message: str = "") -> AlarmEvent:
         rule, c = self.rule, self.rule.config
         side = "above" if rule.above else "below"
-        if kind == "raised":
+        if not message:
             message = (f"{rule.label}: {estimate.value:.0f} {estimate.unit} "
-                       f"({side} limit {c.threshold:g})")
-        else:
-            message = f"{rule.label} ended: {estimate.value:.0f} {estimate.unit}"
+                       f"({side} limit {c.threshold:g})" if kind == "raised" else
+                       f"{rule.label} ended: {estimate.value:.0f} {estimate.unit}")
         return AlarmEvent(self.active_id or "", self.device, rule.condition, kind, c.priority,
                           "physiological", estimate.value, c.threshold, estimate.unit, message,
                           estimate.device_time_s, self.onset_s if self.onset_s is not None
@@ -128,6 +135,22 @@ class AlarmEngine:
             event = alarm.update(estimate)
             if event is not None:
                 events.append(event)
+        return events
+
+    def reconfigure(self, config: AlarmsConfig) -> list[AlarmEvent]:
+        """New limits (SIGHUP). Active alarms keep running under their rule's new settings;
+        an active alarm whose rule was disabled is cleared, never left hanging."""
+        self._rules = _rules(config)
+        rules = {rule.condition: rule for rule in self._rules}
+        events = []
+        for key, alarm in list(self._alarms.items()):
+            rule = rules.get(alarm.rule.condition)
+            if rule is not None:
+                alarm.rule = rule
+                continue
+            if alarm.active_id is not None:
+                events.append(alarm.end("disabled by a configuration reload"))
+            del self._alarms[key]
         return events
 
     def active(self) -> list[tuple[str, str]]:

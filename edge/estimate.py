@@ -7,6 +7,7 @@ windows, checked for quality, turned into features by edge.features and run on t
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -188,11 +189,35 @@ class ModelRunner:
                         None if acc is None else motion_rms_g(acc), end_s, self.label)
 
 
+def _input_signature(model: Model) -> tuple:
+    """What decides how a model's input is cut and computed: equal signatures can share the
+    buffered, conditioned samples."""
+    m = model.manifest
+    return (tuple(m.channels), m.sample_rate_hz, m.window_s, m.hop_s, tuple(m.bandpass_hz),
+            m.filter_order, m.features, json.dumps(m.feature_params, sort_keys=True))
+
+
 class DeviceEstimator:
     """All models for one device."""
 
     def __init__(self, device: str, models: list[Model]) -> None:
+        self.device = device
         self.runners = [ModelRunner(device, model) for model in models]
+
+    def replace_models(self, models: list[Model]) -> None:
+        """Swap in new models. A model whose input signature is unchanged takes over its
+        predecessor's buffers, so no window is lost; others start filling afresh."""
+        by_signature = {_input_signature(r.model): r for r in self.runners}
+        runners = []
+        for model in models:
+            runner = by_signature.pop(_input_signature(model), None)
+            if runner is None:
+                runner = ModelRunner(self.device, model)
+            else:
+                runner.model = model
+                runner.label = f"{model.manifest.name}@{model.manifest.version}"
+            runners.append(runner)
+        self.runners = runners
 
     def add(self, frame: Frame) -> list[Estimate]:
         return [e for runner in self.runners for e in runner.add(frame)]

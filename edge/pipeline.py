@@ -7,6 +7,7 @@ replay produces exactly the messages the live runtime published for the same str
 from __future__ import annotations
 
 import logging
+import threading
 
 from edge.alarm import AlarmEngine
 from edge.config import AlarmsConfig
@@ -33,8 +34,19 @@ class DevicePipeline:
         self.alarms = AlarmEngine(alarms)
         self.topics = topics
         self.last_device_time_s = 0.0
+        self._lock = threading.Lock()  # feed() on the reader thread, reconfigure() on main
+
+    def reconfigure(self, models: list[Model], alarms: AlarmsConfig) -> list[Message]:
+        """New models and alarm limits, applied between two feeds (SIGHUP reload)."""
+        with self._lock:
+            self.estimator.replace_models(models)
+            return [self.topics.message(e) for e in self.alarms.reconfigure(alarms)]
 
     def feed(self, data: bytes) -> list[Message]:
+        with self._lock:
+            return self._feed(data)
+
+    def _feed(self, data: bytes) -> list[Message]:
         messages = []
         for frame in self.decoder.feed(data):
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -9,7 +10,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from edge.config import Config
+from edge.config import Config, load_config
+from edge.errors import WearableError
 from edge.infer import Model, load_model
 from edge.ingest import PortReader
 from edge.messages import Topics, status_payload
@@ -42,6 +44,8 @@ class Runtime:
         self.models = load_models(config)
         self.topics = Topics(config.mqtt.topic_prefix, config.node)
         self.stop_event = threading.Event()
+        self.reload_requested = threading.Event()
+        self.reload_error: str | None = None
         self.outbox = Outbox(config.path(config.mqtt.outbox))
         self.publisher = Publisher(config.mqtt, self.topics, self.outbox, self.status)
         self.readers = [
@@ -74,7 +78,33 @@ class Runtime:
                      "sha256": m.manifest.sha256} for m in self.models],
             devices=devices,
             outbox_depth=self.outbox.depth(),
+            reload_error=self.reload_error,
         )
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file, reload models and alarm limits without dropping a
+        sample. If the new config or a model is bad, everything keeps running as it was and
+        the failure is logged and shown on the status topic."""
+        try:
+            config = load_config(self.config.source)
+            models = load_models(config)
+        except WearableError as err:
+            self.reload_error = str(err)
+            log.error("reload failed, still running the previous configuration: %s", err)
+            self.publisher.publish_status(self.status("online"))
+            return
+        for key in ("node", "devices", "mqtt", "interpreter"):
+            if getattr(config, key) != getattr(self.config, key):
+                log.warning("'%s' changed: it takes effect at the next restart", key)
+        for reader in self.readers:
+            for message in reader.pipeline.reconfigure(models, config.alarms):
+                self.publisher.publish(message)
+        self.models, self.reload_error = models, None
+        self.config = dataclasses.replace(self.config, alarms=config.alarms,
+                                          models=config.models, models_dir=config.models_dir)
+        log.info("reloaded %s: models %s", config.source, ", ".join(
+            f"{m.manifest.name}@{m.manifest.version}" for m in models))
+        self.publisher.publish_status(self.status("online"))
 
     def run(self) -> None:
         """Connect, read until stop() or SIGTERM/SIGINT, then shut down cleanly."""
@@ -88,6 +118,9 @@ class Runtime:
                  self.config.mqtt.host, self.config.mqtt.port)
         next_status = time.monotonic() + self.config.mqtt.status_interval_s
         while not self.stop_event.wait(TICK_S):
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
             self.publisher.tick()
             if time.monotonic() >= next_status:
                 self.publisher.publish_status(self.status("online"))
@@ -100,6 +133,8 @@ class Runtime:
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
+        # The handler only sets a flag: the main loop reloads, outside signal context.
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
 
     def _shutdown(self) -> None:
         for reader in self.readers:

@@ -67,3 +67,17 @@ def test_disabled_rule_is_silent(enabled):
     config = AlarmsConfig(hr_high=ThresholdAlarmConfig(threshold=120, enabled=enabled))
     events = run(AlarmEngine(config), [(t, 150) for t in range(0, 20, 2)])
     assert len(events) == (1 if enabled else 0)
+
+
+def test_reconfigure_applies_new_limits_and_clears_alarms_of_disabled_rules():
+    engine = AlarmEngine(AlarmsConfig())
+    assert [e.event for e in run(engine, [(t, 130) for t in range(0, 10, 2)])] == ["raised"]
+    lower = AlarmsConfig(hr_high=ThresholdAlarmConfig(threshold=100),
+                         hr_low=ThresholdAlarmConfig(threshold=40, enabled=False))
+    assert engine.reconfigure(lower) == []  # hr_high still on: the alarm stays active
+    assert run(engine, [(t, 110) for t in range(10, 30, 2)]) == []  # 110 > 100: not cleared
+    off = AlarmsConfig(hr_high=ThresholdAlarmConfig(threshold=100, enabled=False))
+    (cleared,) = engine.reconfigure(off)
+    assert (cleared.event, cleared.condition) == ("cleared", "hr_high")
+    assert "disabled" in cleared.message and cleared.value == 110
+    assert engine.active() == []

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -203,3 +205,42 @@ def test_alarms_raised_while_the_broker_is_down_are_delivered_after_it_returns(
         finally:
             viewer.loop_stop()
             viewer.disconnect()
+
+
+def test_sighup_reloads_limits_and_survives_a_bad_model(broker, mqtt_subscriber, processes,
+                                                        tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "models", models)
+    config = edge_config(tmp_path, "PTY", broker.port)
+    sub = mqtt_subscriber("wearable/#", broker=broker)
+    _sim, pty = processes.simulator("--scenario", "normal", "--seed", "2", "--speed", "4")
+    text = config.read_text().replace(str(ROOT / "models"), str(models)).replace("PTY", pty)
+    config.write_text(text)
+    runtime = processes.start("-m", "edge", "run", "--config", str(config))
+    first = sub.wait_for("wearable/ward-7/wrist-1/vitals", timeout=60).json()
+
+    # A tampered model at reload: refused, the old one keeps running, status says why.
+    good = (models / "hr.tflite").read_bytes()
+    (models / "hr.tflite").write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
+    runtime.send_signal(signal.SIGHUP)
+    status = sub.wait_for(lambda m: m.topic.endswith("/status")
+                          and m.json().get("reload_error"), timeout=10).json()
+    validate("status", status)
+    assert "does not match its manifest" in status["reload_error"]
+    sub.wait_for(lambda m: m.topic.endswith("/vitals")
+                 and m.json()["device_time_s"] > first["device_time_s"] + 4, timeout=30)
+
+    # Fixed model and a new limit below the patient's rate: applied without a restart.
+    (models / "hr.tflite").write_bytes(good)
+    config.write_text(text + "[alarms.hr_high]\nthreshold = 50\n")
+    runtime.send_signal(signal.SIGHUP)
+    raised = sub.wait_for(lambda m: m.topic.endswith("/alarms")
+                          and m.json()["event"] == "raised", timeout=60).json()
+    assert raised["limit"] == 50 and raised["condition"] == "hr_high"
+    assert runtime.poll() is None
+    ok = sub.wait_for(lambda m: m.topic.endswith("/status") and m.json()["state"] == "online"
+                      and m.json().get("reload_error", "x") is None, timeout=10).json()
+    validate("status", ok)
+    # Neither reload cost a window: estimates kept coming every hop.
+    times = [m.json()["device_time_s"] for m in sub.matching("wearable/ward-7/wrist-1/vitals")]
+    assert len(times) > 10 and set(np.diff(times)) == {2.0}

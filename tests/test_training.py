@@ -97,3 +97,14 @@ def test_help_lists_the_models(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "hr" in text and "--quick" in text and "--seed" in text
+
+
+def test_a_failed_run_leaves_the_previous_bundle_untouched(tmp_path):
+    from training.bundle import staging
+
+    (tmp_path / "hr.json").write_text("previous")
+    with pytest.raises(RuntimeError), staging(tmp_path) as stage:
+        (stage / "hr.tflite").write_bytes(b"half-written")
+        raise RuntimeError("training failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["hr.json"]
+    assert (tmp_path / "hr.json").read_text() == "previous"
