@@ -243,4 +243,4 @@ def test_sighup_reloads_limits_and_survives_a_bad_model(broker, mqtt_subscriber,
     validate("status", ok)
     # Neither reload cost a window: estimates kept coming every hop.
     times = [m.json()["device_time_s"] for m in sub.matching("wearable/ward-7/wrist-1/vitals")]
-    assert len(times) > 10 and set(np.diff(times)) == {2.0}
+    assert len(times) >= 5 and set(np.diff(times)) == {2.0}
