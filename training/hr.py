@@ -61,10 +61,10 @@ class Plan:
     @staticmethod
     def for_run(quick: bool) -> Plan:
         if quick:
-            return Plan(train_subjects=48, val_subjects=8, test_subjects=12, builtin_seeds=1,
-                        duration_s=180, epochs=8)
+            return Plan(train_subjects=96, val_subjects=8, test_subjects=12, builtin_seeds=1,
+                        duration_s=180, epochs=12)
         return Plan(train_subjects=480, val_subjects=48, test_subjects=96, builtin_seeds=3,
-                    duration_s=300, epochs=60)
+                    duration_s=300, epochs=40)
 
 
 def classes_bpm() -> np.ndarray:

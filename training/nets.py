@@ -18,14 +18,23 @@ def spectral_classifier(n_bins: int, n_channels: int, *, width: int = 16,
     the model has a few thousand parameters instead of the ~n_bins² a dense layer would need.
     Doubling dilations give a receptive field of ~2·Σdilations·(kernel-1) bins, wide enough to
     compare a peak with its harmonic (at twice the frequency) and with motion peaks in the
-    accelerometer column. Residual connections keep the deep narrow stack easy to train.
+    accelerometer column. Halfway up, a summary of the whole spectrum (mean and max of every
+    channel, through a small dense layer) is added to every bin, so each bin also knows how
+    busy the spectrum is overall (how strong the motion, how many rival peaks). Residual
+    connections keep the deep, narrow stack easy to train.
     """
     inputs = keras.Input((n_bins, n_channels), name="spectrum")
     x = layers.Conv1D(width, kernel, padding="same", activation="relu", name="embed")(inputs)
-    for d in dilations:
+    for i, d in enumerate(dilations):
         y = layers.Conv1D(width, kernel, padding="same", dilation_rate=d, activation="relu",
                           name=f"dilated_{d}")(x)
         x = layers.Add(name=f"residual_{d}")([x, y])
+        if i == len(dilations) // 2:
+            summary = layers.Concatenate(name="summary")(
+                [layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
+            context = layers.Dense(width, activation="relu", name="context")(summary)
+            context = layers.Reshape((1, width))(context)
+            x = layers.Add(name="with_context")([x, context])  # broadcast over bins
     logits = layers.Conv1D(1, 1, name="bin_logit")(x)
     logits = layers.Reshape((n_bins,), name="logits")(logits)
     return keras.Model(inputs, logits, name="spectral_classifier")
