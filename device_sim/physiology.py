@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,13 +142,19 @@ def synthesize(
     ppg_gain = _PpgCoupling.draw(latent, rng)
 
     t_acc = np.arange(round(n_sec * acc_rate)) / acc_rate
-    acc = body.acceleration(t_acc, acc_rate)
+    acc = _in_blocks(lambda t: body.acceleration(t, acc_rate), t_acc)
     acc += rng.normal(0.0, 0.004 * noise, acc.shape)  # MEMS noise density at ~30 Hz bandwidth
 
     t_ppg = np.arange(round(n_sec * ppg_rate)) / ppg_rate
-    ppg = heart.ppg(t_ppg) + ppg_gain.baseline(t_ppg, noise)
+
+    def ppg_block(t: np.ndarray) -> np.ndarray:
+        y = heart.ppg(t) + ppg_gain.baseline(t, noise)
+        if noise > 0:
+            y += ppg_gain.artefact(t, body, ppg_rate, noise)
+        return y
+
+    ppg = _in_blocks(ppg_block, t_ppg)
     if noise > 0:
-        ppg += ppg_gain.artefact(t_ppg, body, ppg_rate, noise)
         ppg += rng.normal(0.0, 0.02 * PPG_AC * noise, ppg.shape)
 
     seconds = np.arange(n_sec, dtype=float)
@@ -159,6 +166,14 @@ def synthesize(
         beat_times=heart.beats[(heart.beats >= 0) & (heart.beats < n_sec)],
     )
     return Recording(ppg, ppg_rate, acc, acc_rate, truth)
+
+
+def _in_blocks(fn: Callable[[np.ndarray], np.ndarray], t: np.ndarray,
+               block: int = 1 << 18) -> np.ndarray:
+    """fn over t in blocks: same result, but hours of samples need no huge temporaries."""
+    if len(t) <= block:
+        return fn(t)
+    return np.concatenate([fn(t[i:i + block]) for i in range(0, len(t), block)])
 
 
 def _band_noise(rng: np.random.Generator, n: int, rate: float, lo: float, hi: float) -> np.ndarray:
