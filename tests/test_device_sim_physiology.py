@@ -177,3 +177,14 @@ def test_random_scenarios_cover_the_range() -> None:
     assert {seg.activity for s in scenarios for seg in s.segments} == {"rest", "walk", "run"}
     rec = simulate(scenarios[0], 0)
     assert rec.truth.hr_bpm.min() > 30 and rec.truth.hr_bpm.max() < 215
+
+
+@pytest.mark.parametrize("hr", [50, 75, 120])
+def test_heartpy_reads_hr_and_breathing_from_the_ppg(hr: int) -> None:
+    """An independent, established PPG toolbox agrees with the truth."""
+    heartpy = pytest.importorskip("heartpy")
+    rec = simulate(Scenario.constant(hr, 90), 3, ppg_rate=100.0)
+    x = heartpy.filter_signal(rec.ppg, [0.5, 4.0], rec.ppg_rate, order=3, filtertype="bandpass")
+    _, measures = heartpy.process(x, rec.ppg_rate, bpmmax=220)
+    assert abs(measures["bpm"] - rec.truth.hr_bpm.mean()) < 2
+    assert abs(measures["breathingrate"] * 60 - rec.truth.resp_rate_bpm.mean()) < 4
