@@ -133,8 +133,13 @@ def synthesize(
     """Signals for any per-second trajectory (the engine behind `simulate`)."""
     ppg_rate = check_rate("ppg_rate", ppg_rate)
     acc_rate = check_rate("acc_rate", acc_rate)
-    if not (np.isfinite(noise) and noise >= 0):
+    try:
+        level = float(noise)
+    except (TypeError, ValueError):
+        level = float("nan")
+    if not (0 <= level < float("inf")):
         raise SimulatorError(f"noise {noise!r} must be zero or a positive number (1 = typical)")
+    noise = level
     n_sec = trajectory.duration_s
     latent = _Latent.draw(trajectory, rng)
     body = _Body.draw(latent, rng)

@@ -113,10 +113,19 @@ class PtyWriter(Writer):
 
     def __init__(self, *, wait_for_reader: bool = True, settle_s: float = 0.25,
                  drain_timeout_s: float = 5.0) -> None:
-        master, slave = os.openpty()
+        try:
+            master, slave = os.openpty()
+        except OSError as err:
+            raise WriterError(
+                f"cannot create a pseudo-terminal ({err.strerror}); check that /dev/pts is "
+                "mounted and ptys are not exhausted, or use --port/--out"
+            ) from None
         try:
             tty.setraw(slave)
             self.path = os.ttyname(slave)
+        except OSError as err:
+            os.close(master)
+            raise WriterError(f"cannot set up the pseudo-terminal ({err.strerror})") from None
         finally:
             os.close(slave)
         os.set_blocking(master, False)
