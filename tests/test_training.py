@@ -108,3 +108,8 @@ def test_a_failed_run_leaves_the_previous_bundle_untouched(tmp_path):
         raise RuntimeError("training failed")
     assert [p.name for p in tmp_path.iterdir()] == ["hr.json"]
     assert (tmp_path / "hr.json").read_text() == "previous"
+
+
+def test_negative_seed_is_refused(tmp_path, capsys):
+    assert main(["hr", "--seed", "-3", "--out", str(tmp_path)]) != 0
+    assert_one_line_error(capsys.readouterr().err, "--seed -3", "integer from 0")

@@ -60,8 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.model != ALL and args.model not in MODELS:
             raise TrainingError(f"unknown model {args.model!r}; valid: "
                                 f"{', '.join([*MODELS, ALL])}")
-        if args.seed < 0:
-            raise TrainingError(f"--seed {args.seed} is negative; give a seed >= 0")
+        if not 0 <= args.seed < 2**32:
+            raise TrainingError(f"--seed {args.seed} is out of range; give an integer from 0 "
+                                f"to {2**32 - 1}")
         from training.bundle import prepare_out_dir
 
         out = prepare_out_dir(args.out)
@@ -74,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wearable-train: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("wearable-train: interrupted; no bundle was written", file=sys.stderr)
+        print("wearable-train: interrupted; the bundle in progress was not written",
+              file=sys.stderr)
         return 130
     return 0
 

@@ -172,8 +172,8 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
         )
         from training import hr_report
 
-        hr_report.write(stage, manifest, results, test, predictions, subjects["test"],
-                        TARGETS, log)
+        hr_report.write(stage, manifest, results, test, predictions, with_acc,
+                        subjects["test"], TARGETS, log)
         return publish(stage, out, manifest)
 
 

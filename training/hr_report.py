@@ -14,15 +14,20 @@ from training.data import Subject, Windows
 
 
 def write(stage: Path, manifest: Manifest, results: dict[str, dict[str, Any]], test: Windows,
-          predictions: dict[str, np.ndarray], test_subjects: Sequence[Subject],
-          targets: dict[str, float], log: Callable[[str], None]) -> None:
+          predictions: dict[str, np.ndarray], with_acc: np.ndarray,
+          test_subjects: Sequence[Subject], targets: dict[str, float],
+          log: Callable[[str], None]) -> None:
+    """Figures and `<name>_report.md` into `stage`. The figures show the headline set (devices
+    with an accelerometer), like the table's float and int8 rows."""
     name = manifest.name
     int8, flt = predictions["int8"], predictions["float"]
-    report.bland_altman_png(stage / f"{name}_bland_altman.png", int8, test.hr_bpm, test.moving,
-                            unit="bpm", title=f"{name} int8 vs truth, held-out subjects")
+    shown = test.select(with_acc)
+    report.bland_altman_png(stage / f"{name}_bland_altman.png", int8[with_acc], shown.hr_bpm,
+                            shown.moving, unit="bpm",
+                            title=f"{name} int8 vs truth, held-out subjects")
     report.error_vs_motion_png(stage / f"{name}_error_vs_motion.png",
-                               np.abs(int8 - test.hr_bpm), test.motion_g, unit="bpm",
-                               title=f"{name} int8 error against motion")
+                               np.abs(int8[with_acc] - shown.hr_bpm), shown.motion_g,
+                               unit="bpm", title=f"{name} int8 error against motion")
     checks = _checks(results, targets)
     for line in checks:
         if "MISSED" in line:

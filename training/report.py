@@ -23,8 +23,9 @@ def bland_altman_png(path: Path, pred: np.ndarray, true: np.ndarray, moving: np.
     mean, diff = (pred + true) / 2, pred - true
     bias, sd = diff.mean(), diff.std(ddof=1)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    ax.scatter(mean[~moving], diff[~moving], s=4, alpha=0.4, label="rest")
-    ax.scatter(mean[moving], diff[moving], s=4, alpha=0.4, label="motion")
+    # Motion first: the many small rest errors stay visible on top.
+    ax.scatter(mean[moving], diff[moving], s=4, alpha=0.4, color="tab:orange", label="motion")
+    ax.scatter(mean[~moving], diff[~moving], s=4, alpha=0.4, color="tab:blue", label="rest")
     for y, style, label in ((bias, "-", f"bias {bias:+.2f}"),
                             (bias + 1.96 * sd, "--", f"+1.96 SD {bias + 1.96 * sd:+.2f}"),
                             (bias - 1.96 * sd, "--", f"−1.96 SD {bias - 1.96 * sd:+.2f}")):
@@ -39,19 +40,20 @@ def bland_altman_png(path: Path, pred: np.ndarray, true: np.ndarray, moving: np.
 
 
 def error_vs_motion_png(path: Path, abs_err: np.ndarray, motion_g: np.ndarray, *, unit: str,
-                        title: str) -> None:
-    """Absolute error against measured motion, with the median per motion decile."""
+                        title: str, bin_g: float = 0.1) -> None:
+    """Absolute error against measured motion, with the median, 90th percentile and mean per
+    `bin_g`-wide motion bin (bins with fewer than 20 windows are left out)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    ax.scatter(motion_g, abs_err, s=4, alpha=0.3, label="window")
-    edges = np.unique(np.quantile(motion_g, np.linspace(0, 1, 11)))
-    if len(edges) > 2:
-        idx = np.clip(np.digitize(motion_g, edges[1:-1]), 0, len(edges) - 2)
-        centres = [np.median(motion_g[idx == i]) for i in range(len(edges) - 1) if
-                   np.any(idx == i)]
-        medians = [np.median(abs_err[idx == i]) for i in range(len(edges) - 1) if
-                   np.any(idx == i)]
-        ax.plot(centres, medians, "k-o", markersize=3, label="median per decile")
+    ax.scatter(motion_g, abs_err, s=4, alpha=0.25, color="tab:gray", label="window")
+    idx = np.floor(motion_g / bin_g).astype(int)
+    bins = [i for i in np.unique(idx) if (idx == i).sum() >= 20]
+    centres = [(i + 0.5) * bin_g for i in bins]
+    for stat, style, label in ((np.median, "k-o", "median"),
+                               (lambda e: np.percentile(e, 90), "r--o", "90th percentile"),
+                               (np.mean, "b-s", "mean")):
+        ax.plot(centres, [stat(abs_err[idx == i]) for i in bins], style, markersize=3,
+                label=f"{label} per {bin_g:g} g")
     ax.set_xlabel("motion: RMS band-passed acceleration (g)")
     ax.set_ylabel(f"|estimate − truth| ({unit})")
     ax.set_yscale("symlog", linthresh=1.0)

@@ -76,15 +76,15 @@ def extract_windows(pre: Preprocessing, ppg: np.ndarray, ppg_rate: float,
     else:
         acc_windows = list(_condition(pre, acc, acc_rate))
     n = min(len(ppg_windows), len(acc_windows))  # the shorter stream bounds the windows
-    features = [feature(ppg_windows[i], acc_windows[i], fs=pre.sample_rate_hz,
-                        **pre.feature_params) for i in range(n)]
-    ends = (pre.window_samples + pre.hop_samples * np.arange(n)) / pre.sample_rate_hz
-    motion = [0.0 if a is None else motion_rms_g(a) for a in acc_windows[:n]]
-    shape = (0, *get_input_shape(pre)) if n == 0 else None
+    if n == 0:  # recording shorter than one window
+        features = np.zeros((0, *get_input_shape(pre)), np.float32)
+    else:
+        features = np.stack([feature(ppg_windows[i], acc_windows[i], fs=pre.sample_rate_hz,
+                                     **pre.feature_params) for i in range(n)])
     return RecordingWindows(
-        features=np.stack(features) if n else np.zeros(shape, np.float32),
-        end_s=ends,
-        motion_g=np.asarray(motion, dtype=np.float64),
+        features=features,
+        end_s=(pre.window_samples + pre.hop_samples * np.arange(n)) / pre.sample_rate_hz,
+        motion_g=np.array([0.0 if a is None else motion_rms_g(a) for a in acc_windows[:n]]),
     )
 
 
