@@ -1,10 +1,15 @@
-"""Alarm engine: estimates in, alarm events out.
+"""Alarm engine: estimates and operator commands in, alarm events out.
 
-One active alarm per (device, condition), with a start ("raised") and an end ("cleared"), so
-a vital hovering at a limit does not cause an alarm storm. A condition must persist for its
-alarm-condition delay before it is raised, and the vital must come back past the limit by the
-hysteresis for the clear delay before it clears. Time is the device's clock, so a replay of
-a recording raises exactly the alarms the live run raised.
+One active alarm per (device, condition) with a life of events, so a vital hovering at a limit
+does not cause an alarm storm:
+
+    raised -> [reminder ...] [silenced] [acknowledged] -> cleared
+
+A condition must persist for its alarm-condition delay before it is raised, and the vital must
+come back past the limit by the hysteresis for the clear delay before it clears. An
+unacknowledged high-priority alarm is re-announced ("reminder") every `realert_s` unless it is
+silenced. A latching alarm stays active after its condition ends until someone acknowledges
+it. Time is the device's clock, so a replay raises exactly the alarms the live run raised.
 """
 
 from __future__ import annotations
@@ -13,15 +18,18 @@ import uuid
 from dataclasses import dataclass
 
 from edge.config import AlarmsConfig, ThresholdAlarmConfig
+from edge.errors import CommandError
 from edge.estimate import GOOD, Estimate
+
+EVENTS = ("raised", "reminder", "silenced", "acknowledged", "cleared")
 
 
 @dataclass(frozen=True)
 class AlarmEvent:
-    alarm_id: str  # the same for the raised and cleared events of one alarm
+    alarm_id: str  # the same for every event of one alarm
     device: str
     condition: str  # e.g. "hr_high"
-    event: str  # "raised" | "cleared"
+    event: str  # one of EVENTS
     priority: str
     kind: str  # "physiological" | "technical"
     value: float  # the vital when the event fired
@@ -30,6 +38,7 @@ class AlarmEvent:
     message: str
     device_time_s: float
     onset_s: float  # device time the condition started (before the delay)
+    operator: str = ""  # who acknowledged or silenced it
 
 
 @dataclass(frozen=True)
@@ -49,14 +58,21 @@ def _rules(config: AlarmsConfig) -> list[_Rule]:
     return [rule for rule in rules if rule.config.enabled]
 
 
+CONDITIONS = ("hr_high", "hr_low")
+
+
 class ThresholdAlarm:
     """State machine for one rule on one device."""
 
-    def __init__(self, device: str, rule: _Rule) -> None:
-        self.device, self.rule = device, rule
+    def __init__(self, device: str, rule: _Rule, realert_s: float) -> None:
+        self.device, self.rule, self.realert_s = device, rule, realert_s
         self.active_id: str | None = None
         self.onset_s: float | None = None  # when the crossing began (inactive) ...
         self.recovery_s: float | None = None  # ... or when the vital came back (active)
+        self.condition_over = False  # active only because it latches
+        self.acknowledged = False
+        self.silenced_until = -1.0
+        self.last_alert_s = 0.0
         self.last: Estimate | None = None  # the newest estimate seen
 
     def _crossed(self, value: float) -> bool:
@@ -81,36 +97,64 @@ class ThresholdAlarm:
             if t - self.onset_s < c.delay_s:
                 return None
             self.active_id = uuid.uuid4().hex
-            self.recovery_s = None
+            self.recovery_s, self.condition_over, self.acknowledged = None, False, False
+            self.last_alert_s = t
             return self._event("raised", estimate)
+        if self.condition_over:
+            return None  # latched: waits for an acknowledgement
         if not self._recovered(value):
             self.recovery_s = None
-            return None
+            return self._reminder(estimate)
         if self.recovery_s is None:
             self.recovery_s = t
         if t - self.recovery_s < c.clear_delay_s:
+            return self._reminder(estimate)
+        if c.latching and not self.acknowledged:
+            self.condition_over = True
             return None
-        event = self._event("cleared", estimate)
-        self.active_id, self.onset_s = None, None
+        return self.end("cleared", f"{self.rule.label} ended: {value:.0f} {estimate.unit}")
+
+    def _reminder(self, estimate: Estimate) -> AlarmEvent | None:
+        t = estimate.device_time_s
+        if (self.rule.config.priority != "high" or self.acknowledged or self.realert_s <= 0
+                or t < self.silenced_until or t - self.last_alert_s < self.realert_s):
+            return None
+        self.last_alert_s = t
+        return self._event("reminder", estimate)
+
+    def acknowledge(self, operator: str) -> list[AlarmEvent]:
+        self.acknowledged = True
+        events = [self._event("acknowledged", self.last,
+                              f"{self.rule.label} acknowledged by {operator}", operator)]
+        if self.condition_over:  # a latched alarm whose condition is over: now it can end
+            events.append(self.end("cleared", f"{self.rule.label} ended (acknowledged)"))
+        return events
+
+    def silence(self, operator: str, seconds: float) -> AlarmEvent:
+        now = self.last.device_time_s if self.last else 0.0
+        self.silenced_until = now + seconds
+        return self._event("silenced", self.last,
+                           f"{self.rule.label} silenced for {seconds / 60:g} min by {operator}",
+                           operator)
+
+    def end(self, kind: str, message: str) -> AlarmEvent:
+        """The alarm's last event: its condition ended, or its rule was disabled."""
+        event = self._event(kind, self.last, message)
+        self.active_id, self.onset_s, self.condition_over = None, None, False
+        self.silenced_until = -1.0
         return event
 
-    def end(self, reason: str) -> AlarmEvent:
-        """Clear an active alarm for a reason other than the vital recovering."""
-        event = self._event("cleared", self.last, f"{self.rule.label} alarm {reason}")
-        self.active_id, self.onset_s = None, None
-        return event
-
-    def _event(self, kind: str, estimate: Estimate, message: str = "") -> AlarmEvent:
+    def _event(self, kind: str, estimate: Estimate, message: str = "",
+               operator: str = "") -> AlarmEvent:
         rule, c = self.rule, self.rule.config
-        side = "above" if rule.above else "below"
         if not message:
+            side = "above" if rule.above else "below"
             message = (f"{rule.label}: {estimate.value:.0f} {estimate.unit} "
-                       f"({side} limit {c.threshold:g})" if kind == "raised" else
-                       f"{rule.label} ended: {estimate.value:.0f} {estimate.unit}")
+                       f"({side} limit {c.threshold:g})")
         return AlarmEvent(self.active_id or "", self.device, rule.condition, kind, c.priority,
                           "physiological", estimate.value, c.threshold, estimate.unit, message,
                           estimate.device_time_s, self.onset_s if self.onset_s is not None
-                          else estimate.device_time_s)
+                          else estimate.device_time_s, operator)
 
 
 class AlarmEngine:
@@ -119,6 +163,7 @@ class AlarmEngine:
 
     def __init__(self, config: AlarmsConfig) -> None:
         self._rules = _rules(config)
+        self._realert_s = config.realert_s
         self._alarms: dict[tuple[str, str], ThresholdAlarm] = {}
 
     def update(self, estimate: Estimate) -> list[AlarmEvent]:
@@ -131,25 +176,41 @@ class AlarmEngine:
             key = (estimate.device, rule.condition)
             alarm = self._alarms.get(key)
             if alarm is None:
-                alarm = self._alarms[key] = ThresholdAlarm(estimate.device, rule)
+                alarm = self._alarms[key] = ThresholdAlarm(estimate.device, rule,
+                                                           self._realert_s)
             event = alarm.update(estimate)
             if event is not None:
                 events.append(event)
         return events
 
+    def _active(self, device: str, condition: str) -> ThresholdAlarm:
+        alarm = self._alarms.get((device, condition))
+        if alarm is None or alarm.active_id is None:
+            raise CommandError(f"no active {condition} alarm on {device}")
+        return alarm
+
+    def acknowledge(self, device: str, condition: str, operator: str) -> list[AlarmEvent]:
+        return self._active(device, condition).acknowledge(operator)
+
+    def silence(self, device: str, condition: str, operator: str,
+                seconds: float) -> list[AlarmEvent]:
+        return [self._active(device, condition).silence(operator, seconds)]
+
     def reconfigure(self, config: AlarmsConfig) -> list[AlarmEvent]:
         """New limits (SIGHUP). Active alarms keep running under their rule's new settings;
         an active alarm whose rule was disabled is cleared, never left hanging."""
         self._rules = _rules(config)
+        self._realert_s = config.realert_s
         rules = {rule.condition: rule for rule in self._rules}
         events = []
         for key, alarm in list(self._alarms.items()):
             rule = rules.get(alarm.rule.condition)
             if rule is not None:
-                alarm.rule = rule
+                alarm.rule, alarm.realert_s = rule, config.realert_s
                 continue
             if alarm.active_id is not None:
-                events.append(alarm.end("disabled by a configuration reload"))
+                events.append(alarm.end("cleared", f"{alarm.rule.label} alarm disabled by a "
+                                                   "configuration reload"))
             del self._alarms[key]
         return events
 

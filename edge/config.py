@@ -62,6 +62,7 @@ class ThresholdAlarmConfig:
     hysteresis: float = 5.0  # the vital must come back this far past the limit to clear
     delay_s: float = 4.0  # alarm-condition delay: the crossing must last this long
     clear_delay_s: float = 4.0
+    latching: bool = False  # stays active after the condition ends, until acknowledged
     enabled: bool = True
 
     def check(self, key: str) -> None:
@@ -81,12 +82,32 @@ class AlarmsConfig:
         default_factory=lambda: ThresholdAlarmConfig(threshold=120.0))
     hr_low: ThresholdAlarmConfig = field(
         default_factory=lambda: ThresholdAlarmConfig(threshold=45.0, priority="high"))
+    # An unacknowledged, unsilenced high-priority alarm is announced again this often.
+    realert_s: float = 60.0
 
     def check(self, key: str) -> None:
+        _require(self.realert_s == 0 or self.realert_s >= 10, f"{key}.realert_s",
+                 "must be 0 (off) or at least 10 seconds")
         _require(self.hr_low.threshold < self.hr_high.threshold, f"{key}.hr_low.threshold",
                  "must be below alarms.hr_high.threshold")
         for name in ("hr_high", "hr_low"):
             getattr(self, name).check(f"{key}.{name}")
+
+
+@dataclass(frozen=True)
+class CommandsConfig:
+    """Operator commands over MQTT (acknowledge, silence). Each operator has a token that its
+    commands must carry; with no operators, commands are refused."""
+
+    operators: dict[str, str] = field(default_factory=dict)  # name -> token
+    max_silence_min: float = 10.0
+
+    def check(self, key: str) -> None:
+        for name, token in self.operators.items():
+            _require(len(token) >= 12, f"{key}.operators.{name}",
+                     "must be a token of at least 12 characters (e.g. openssl rand -hex 16)")
+        _require(0 < self.max_silence_min <= 60, f"{key}.max_silence_min",
+                 "must be between 0 and 60 minutes")
 
 
 @dataclass(frozen=True)
@@ -99,6 +120,7 @@ class Config:
     devices: list[DeviceConfig] = field(default_factory=list)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
     source: Path | None = None  # the file this came from; relative paths resolve against it
 
     def check(self, key: str = "") -> None:
@@ -114,6 +136,7 @@ class Config:
             device.check(f"devices[{i}]")
         self.mqtt.check("mqtt")
         self.alarms.check("alarms")
+        self.commands.check("commands")
 
     def path(self, value: str) -> Path:
         """A path option, relative to the config file's folder."""
@@ -184,6 +207,11 @@ def _convert(hint: Any, value: Any, key: str, default: Any = None) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key, default if dataclasses.is_dataclass(default) else None)
     origin = typing.get_origin(hint)
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a table")
+        return {k: _convert(item, v, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):

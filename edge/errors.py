@@ -23,12 +23,21 @@ class StreamError(WearableError):
     """A device's stream cannot feed a model (e.g. a sample rate the model cannot use)."""
 
 
+class CommandError(WearableError):
+    """An operator command was refused; the reason goes back on the reply topic."""
+
+    def __init__(self, reason: str, command_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.command_id = command_id
+
+
 class InterpreterError(WearableError):
     """No TFLite interpreter package is installed."""
 
 
 __all__ = [
     "BrokerError",
+    "CommandError",
     "ConfigError",
     "InterpreterError",
     "ModelError",

@@ -48,6 +48,17 @@ class Topics:
     def alarms(self, device: str) -> str:
         return f"{self.prefix}/{self.node}/{device}/alarms"
 
+    @property
+    def commands(self) -> str:
+        """Subscription filter for every device's command topic."""
+        return f"{self.prefix}/{self.node}/+/cmd"
+
+    def device_of_command(self, topic: str) -> str:
+        return topic[len(f"{self.prefix}/{self.node}/") : -len("/cmd")]
+
+    def reply(self, device: str) -> str:
+        return f"{self.prefix}/{self.node}/{device}/reply"
+
     def message(self, event: Estimate | AlarmEvent) -> Message:
         if isinstance(event, AlarmEvent):
             return Message(self.alarms(event.device), alarm_payload(event, self.node), qos=1,
@@ -89,6 +100,7 @@ def alarm_payload(e: AlarmEvent, node: str) -> dict[str, Any]:
         "limit": e.limit,
         "unit": e.unit,
         "message": e.message,
+        "operator": e.operator or None,
     }
 
 

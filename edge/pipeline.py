@@ -10,6 +10,7 @@ import logging
 import threading
 
 from edge.alarm import AlarmEngine
+from edge.commands import Command
 from edge.config import AlarmsConfig
 from edge.errors import StreamError
 from edge.estimate import DeviceEstimator
@@ -41,6 +42,17 @@ class DevicePipeline:
         with self._lock:
             self.estimator.replace_models(models)
             return [self.topics.message(e) for e in self.alarms.reconfigure(alarms)]
+
+    def command(self, command: Command) -> list[Message]:
+        """Apply an operator command to this device's alarms; CommandError if it cannot."""
+        with self._lock:
+            if command.command == "acknowledge":
+                events = self.alarms.acknowledge(self.device, command.condition,
+                                                 command.operator)
+            else:
+                events = self.alarms.silence(self.device, command.condition, command.operator,
+                                             command.minutes * 60)
+            return [self.topics.message(e) for e in events]
 
     def feed(self, data: bytes) -> list[Message]:
         with self._lock:

@@ -85,6 +85,8 @@ class Publisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+        self.commands: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         # Durable sends register their mid under _lock while calling paho; paho's thread only
         # queues acks (never takes _lock), so the two threads cannot deadlock.
         self._lock = threading.Lock()
@@ -189,6 +191,7 @@ class Publisher:
         log.info("connected to MQTT broker %s:%s", self.config.host, self.config.port)
         self._connected.set()
         self._resend.set()
+        client.subscribe(self.topics.commands, qos=1)
         self.publish_status(self.status("online"))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -199,3 +202,6 @@ class Publisher:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self._acks.put(mid)
+
+    def _on_message(self, client, userdata, message) -> None:
+        self.commands.put((message.topic, message.payload))  # handled on the main thread

@@ -10,11 +10,12 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from edge.commands import parse_command, reply_payload
 from edge.config import Config, load_config
-from edge.errors import WearableError
+from edge.errors import CommandError, WearableError
 from edge.infer import Model, load_model
 from edge.ingest import PortReader
-from edge.messages import Topics, status_payload
+from edge.messages import Message, Topics, status_payload, utc_now
 from edge.pipeline import DevicePipeline
 from edge.publish import Outbox, Publisher
 
@@ -101,10 +102,32 @@ class Runtime:
                 self.publisher.publish(message)
         self.models, self.reload_error = models, None
         self.config = dataclasses.replace(self.config, alarms=config.alarms,
-                                          models=config.models, models_dir=config.models_dir)
+                                          commands=config.commands, models=config.models,
+                                          models_dir=config.models_dir)
         log.info("reloaded %s: models %s", config.source, ", ".join(
             f"{m.manifest.name}@{m.manifest.version}" for m in models))
         self.publisher.publish_status(self.status("online"))
+
+    def handle_command(self, topic: str, payload: bytes) -> None:
+        """An operator command from MQTT: apply it, answer on the device's reply topic."""
+        device = self.topics.device_of_command(topic)
+        command_id = None
+        try:
+            command = parse_command(payload, self.config.commands)
+            command_id = command.id
+            reader = next((r for r in self.readers if r.device.name == device), None)
+            if reader is None:
+                raise CommandError(f"unknown device {device!r}", command_id)
+            for message in reader.pipeline.command(command):
+                self.publisher.publish(message)
+            ok, reason = True, f"{command.command} {command.condition}: done"
+            log.info("device %s: %s by %s", device, reason, command.operator)
+        except CommandError as err:
+            ok, reason = False, str(err)
+            command_id = err.command_id or command_id
+            log.warning("device %s: command refused: %s", device, reason)
+        reply = reply_payload(self.config.node, device, command_id, ok, reason, utc_now())
+        self.publisher.publish(Message(self.topics.reply(device), reply, qos=1))
 
     def run(self) -> None:
         """Connect, read until stop() or SIGTERM/SIGINT, then shut down cleanly."""
@@ -122,6 +145,8 @@ class Runtime:
                 self.reload_requested.clear()
                 self.reload()
             self.publisher.tick()
+            while not self.publisher.commands.empty():
+                self.handle_command(*self.publisher.commands.get())
             if time.monotonic() >= next_status:
                 self.publisher.publish_status(self.status("online"))
                 next_status += self.config.mqtt.status_interval_s

@@ -4,6 +4,7 @@ import pytest
 
 from edge.alarm import AlarmEngine
 from edge.config import AlarmsConfig, ThresholdAlarmConfig
+from edge.errors import CommandError
 from edge.estimate import GOOD, Estimate
 
 
@@ -81,3 +82,45 @@ def test_reconfigure_applies_new_limits_and_clears_alarms_of_disabled_rules():
     assert (cleared.event, cleared.condition) == ("cleared", "hr_high")
     assert "disabled" in cleared.message and cleared.value == 110
     assert engine.active() == []
+
+
+def high_priority_engine(**overrides):
+    rule = ThresholdAlarmConfig(threshold=120, priority="high", **overrides)
+    return AlarmEngine(AlarmsConfig(hr_high=rule, realert_s=20))
+
+
+def test_unacknowledged_high_priority_alarm_is_re_announced_until_acknowledged():
+    engine = high_priority_engine()
+    events = run(engine, [(t, 140) for t in range(0, 60, 2)])
+    assert [(e.event, e.device_time_s) for e in events] == [
+        ("raised", 4), ("reminder", 24), ("reminder", 44)]
+    (ack,) = engine.acknowledge("d1", "hr_high", "nurse")
+    assert (ack.event, ack.operator, ack.alarm_id) == ("acknowledged", "nurse", events[0].alarm_id)
+    assert run(engine, [(t, 140) for t in range(60, 120, 2)]) == []  # no more reminders
+    assert [e.event for e in run(engine, [(t, 90) for t in range(120, 130, 2)])] == ["cleared"]
+
+
+def test_silence_pauses_reminders_for_its_duration_only():
+    engine = high_priority_engine()
+    run(engine, [(t, 140) for t in range(0, 10, 2)])
+    (silenced,) = engine.silence("d1", "hr_high", "nurse", 60)
+    assert silenced.event == "silenced" and "1 min" in silenced.message
+    events = run(engine, [(t, 140) for t in range(10, 100, 2)])
+    # Silenced at t=8 (the newest estimate) for 60 s: quiet until 68, then every 20 s again.
+    assert [(e.event, e.device_time_s) for e in events] == [("reminder", 68), ("reminder", 88)]
+
+
+def test_latching_alarm_waits_for_acknowledgement_after_the_condition_ends():
+    engine = high_priority_engine(latching=True)
+    run(engine, [(t, 140) for t in range(0, 10, 2)])
+    assert run(engine, [(t, 80) for t in range(10, 40, 2)]) == []  # over, but latched
+    assert engine.active() == [("d1", "hr_high")]
+    assert [e.event for e in engine.acknowledge("d1", "hr_high", "nurse")] == [
+        "acknowledged", "cleared"]
+    assert engine.active() == []
+
+
+def test_commands_on_an_alarm_that_is_not_active_are_refused():
+    engine = high_priority_engine()
+    with pytest.raises(CommandError, match="no active hr_high alarm"):
+        engine.acknowledge("d1", "hr_high", "nurse")

@@ -22,7 +22,7 @@ import edge
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = {name: json.loads((Path(edge.__file__).parent / "schemas" /
                              f"{name}.schema.json").read_text())
-           for name in ("vitals", "alarm", "status")}
+           for name in ("vitals", "alarm", "status", "reply")}
 
 
 def validate(kind: str, payload: dict) -> None:
@@ -244,3 +244,48 @@ def test_sighup_reloads_limits_and_survives_a_bad_model(broker, mqtt_subscriber,
     # Neither reload cost a window: estimates kept coming every hop.
     times = [m.json()["device_time_s"] for m in sub.matching("wearable/ward-7/wrist-1/vitals")]
     assert len(times) >= 5 and set(np.diff(times)) == {2.0}
+
+
+def test_acknowledge_over_mqtt_and_refusals(broker, mqtt_subscriber, mqtt_publish, processes,
+                                            tmp_path):
+    token = "nurse-token-0123456"
+    _sim, pty = processes.simulator("--scenario", "tachycardia", "--seed", "3", "--speed", "2")
+    config = edge_config(tmp_path, pty, broker.port)
+    config.write_text(config.read_text() + "[alarms.hr_high]\npriority = 'high'\n"
+                      f"[commands.operators]\nnurse = '{token}'\n")
+    sub = mqtt_subscriber("wearable/#", broker=broker)
+    processes.start("-m", "edge", "run", "--config", str(config))
+    raised = sub.wait_for(lambda m: m.topic.endswith("/alarms")
+                          and m.json()["event"] == "raised", timeout=60).json()
+    cmd_topic = "wearable/ward-7/wrist-1/cmd"
+
+    def reply(command_id):
+        return sub.wait_for(lambda m: m.topic == "wearable/ward-7/wrist-1/reply"
+                            and m.json()["id"] == command_id, timeout=10).json()
+
+    mqtt_publish(cmd_topic, json.dumps({"id": "bad-token", "operator": "nurse",
+                                        "token": "guess-guess-guess", "command": "acknowledge",
+                                        "condition": "hr_high"}), broker=broker)
+    refused = reply("bad-token")
+    validate("reply", refused)
+    assert refused["ok"] is False and "not authorised" in refused["reason"]
+    mqtt_publish(cmd_topic, "{oops", broker=broker)
+    broken = sub.wait_for(lambda m: m.topic.endswith("/reply") and m.json()["id"] is None,
+                          timeout=10).json()
+    validate("reply", broken)
+    assert "invalid JSON" in broken["reason"]
+
+    mqtt_publish(cmd_topic, json.dumps({"id": "ack-1", "operator": "nurse", "token": token,
+                                        "command": "acknowledge", "condition": "hr_high"}),
+                 broker=broker)
+    assert reply("ack-1")["ok"] is True
+    ack = sub.wait_for(lambda m: m.topic.endswith("/alarms")
+                       and m.json()["event"] == "acknowledged", timeout=10).json()
+    validate("alarm", ack)
+    assert ack["alarm_id"] == raised["alarm_id"] and ack["operator"] == "nurse"
+    # The refused commands cost nothing: the alarm still ends normally, nothing is lost.
+    cleared = sub.wait_for(lambda m: m.topic.endswith("/alarms")
+                           and m.json()["event"] == "cleared", timeout=60).json()
+    assert cleared["alarm_id"] == raised["alarm_id"]
+    events = [m.json()["event"] for m in sub.matching("wearable/ward-7/wrist-1/alarms")]
+    assert events == ["raised", "acknowledged", "cleared"]
