@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from device_sim.errors import SimulatorError
 from device_sim.physiology import MAX_RATE_HZ, MIN_RATE_HZ, simulate
-from device_sim.scenarios import SCENARIOS, get_scenario
+from device_sim.scenarios import SCENARIOS, get_scenario, load_scenario
 from device_sim.stream import stream
 from device_sim.writers import FileWriter, PtyWriter, SerialWriter, Writer
 from wire.errors import WearableError
@@ -93,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate a scenario and stream its frames to exactly one output. "
         "With --pty, stdout gets exactly one line, 'PTY /dev/pts/N', before streaming.",
     )
-    run.add_argument("--scenario", default="normal",
-                     help="built-in scenario, see 'wearable-sim list' (default: normal)")
+    which = run.add_mutually_exclusive_group()
+    which.add_argument("--scenario", default="normal",
+                       help="built-in scenario, see 'wearable-sim list' (default: normal)")
+    which.add_argument("--scenario-file", metavar="FILE",
+                       help="your own scenario, a TOML file (format: docs/simulator.md)")
     run.add_argument("--seed", type=int, default=0,
                      help="random seed: same seed, same bytes (default: 0)")
     out = run.add_mutually_exclusive_group(required=True)
@@ -129,10 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _length(seconds: int) -> str:
+    if seconds < 600:
+        return f"{seconds} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.3g} h"
+
+
 def _list() -> int:
     width = max(len(name) for name in SCENARIOS)
     for name, scenario in SCENARIOS.items():
-        print(f"{name:<{width}}  {scenario.duration_s:>4d} s  {scenario.description}")
+        print(f"{name:<{width}}  {_length(scenario.duration_s):>7}  {scenario.description}")
     return 0
 
 
@@ -164,7 +173,10 @@ def _open_writer(args: argparse.Namespace) -> Writer:
 
 
 def _run(args: argparse.Namespace) -> int:
-    scenario = get_scenario(args.scenario)
+    if args.scenario_file:
+        scenario = load_scenario(args.scenario_file)
+    else:
+        scenario = get_scenario(args.scenario)
     if args.duration is not None:
         scenario = scenario.with_duration(args.duration)
     recording = simulate(scenario, args.seed, ppg_rate=args.ppg_rate, acc_rate=args.acc_rate,
