@@ -40,9 +40,10 @@ class ChannelTrack:
     """One channel of one device on the model's time grid.
 
     Samples are indexed from the device's boot at the model rate; `bad` marks samples that came
-    from gap filling or a frame flagged lead-off / saturated / flat. Frames are conditioned
-    lazily, in one filter call when a window needs them: scipy's per-call overhead dominates
-    at frame-sized blocks.
+    from gap filling or a frame flagged lead-off / saturated / flat (a resampled sample takes
+    the flag of the sensor sample at or just before it). Frames are conditioned lazily, in
+    one filter call when a window needs them: scipy's per-call overhead dominates at
+    frame-sized blocks.
     """
 
     def __init__(self, label: str, channel: Channel, model_rate: float,
@@ -54,20 +55,21 @@ class ChannelTrack:
 
     def reset(self) -> None:
         self.conditioner: Conditioner | None = None
-        self.factor = 1
         self.next_k = 0  # next expected sample index at the sensor rate
         self.start = 0  # model-rate index of values[0]
         self.values = np.zeros((0, 1))
         self.bad = np.zeros(0, dtype=bool)
         self._raw: list[np.ndarray] = []  # received, not yet conditioned
         self._raw_bad: list[np.ndarray] = []
+        self._held_bad = np.zeros(0, dtype=bool)  # flags of raw samples outputs still need
+        self._held_start = 0  # sensor index of _held_bad[0]
         self._last_raw: np.ndarray | None = None
         self.last_time_s = -math.inf
 
     @property
     def end(self) -> int:
         """Model-rate index one past the newest sample received."""
-        return -(-self.next_k // self.factor)
+        return 0 if self.conditioner is None else self.conditioner.ready(self.next_k)
 
     def add(self, frame: Frame) -> None:
         raw = frame.values
@@ -83,10 +85,8 @@ class ChannelTrack:
                 raise StreamError(
                     f"{self.channel.name} at {rate:g} Hz cannot feed model {self.label} "
                     f"({self.model_rate:g} Hz): {err}") from None
-            self.factor = self.conditioner.decimator.factor
-            self.conditioner.decimator.align(k)
-            self.start = -(-k // self.factor)
-            self.next_k = k
+            self.start = self.conditioner.align(k)
+            self.next_k = self._held_start = k
             self.values = np.zeros((0, raw.shape[1]))
         bad = bool(frame.flags & _BAD_FLAGS) or bool(np.ptp(raw, axis=0).max() == 0)
         if k > self.next_k:  # lost frames: hold the last value, mark it bad
@@ -107,11 +107,16 @@ class ChannelTrack:
     def _condition(self) -> None:
         if not self._raw:
             return
-        raw, bad = np.concatenate(self._raw), np.concatenate(self._raw_bad)
+        raw = np.concatenate(self._raw)
+        held = np.concatenate([self._held_bad, *self._raw_bad])
         self._raw, self._raw_bad = [], []
-        kept = self.conditioner.decimator.keep(len(raw))
-        self.values = np.concatenate([self.values, self.conditioner.filter.process(raw)[kept]])
-        self.bad = np.concatenate([self.bad, bad[kept]])
+        out = self.conditioner.process(raw)
+        first = self.start + len(self.values)  # model-rate index of out[0]
+        source = self.conditioner.source(np.arange(first, first + len(out) + 1))
+        self.values = np.concatenate([self.values, out])
+        self.bad = np.concatenate([self.bad, held[source[:-1] - self._held_start]])
+        drop = min(source[-1] - self._held_start, len(held))  # keep what the next output needs
+        self._held_bad, self._held_start = held[drop:], self._held_start + drop
 
     def window(self, start: int, end: int) -> tuple[np.ndarray, bool] | None:
         if start < self.start or end > self.end:

@@ -4,8 +4,13 @@ classes over whole recordings (one code path, no train/serve skew)."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal
+
+MAX_DENOMINATOR = 1000  # rate ratios are approximated by up/down with down <= this
 
 
 def bandpass_sos(fs: float, band_hz: tuple[float, float], order: int = 4) -> np.ndarray:
@@ -46,10 +51,13 @@ class Decimator:
     """Keeps every `factor`-th sample across block boundaries (input must already be
     band-limited below the new Nyquist frequency, as the band-pass guarantees)."""
 
+    delay = 0  # output j is input sample j * factor: no filter, no delay
+
     def __init__(self, factor: int) -> None:
         if factor < 1:
             raise ValueError("decimation factor must be >= 1")
         self.factor = factor
+        self.up, self.down = 1, factor
         self._phase = 0
 
     def reset(self) -> None:
@@ -70,26 +78,115 @@ class Decimator:
         return block[self.keep(len(block))]
 
 
+class Resampler:
+    """Streaming rational resampling by up/down: what `scipy.signal.resample_poly(x, up,
+    down)` gives for the whole signal (same Kaiser FIR, same delay compensation), block by
+    block.
+
+    Output j is the signal at input position j * down / up, so it needs input up to sample
+    (j * down + delay) // up: outputs lag the input by `delay / up` input samples (10 output
+    periods), the price of a linear-phase filter whose output stays on the input's clock.
+    Polyphase: output j is one dot product of the few input samples under the filter with
+    the filter phase (j * down + delay) % up, so the upsampled stream is never built.
+    """
+
+    def __init__(self, up: int, down: int) -> None:
+        if up < 1 or down < 1:
+            raise ValueError("resampling factors must be >= 1")
+        self.up, self.down = up, down
+        max_rate = max(up, down)
+        self.delay = 10 * max_rate  # resample_poly's half filter length
+        h = signal.firwin(2 * self.delay + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * up
+        self.taps = -(-len(h) // up)  # input samples under the filter
+        phases = np.zeros(up * self.taps)
+        phases[: len(h)] = h
+        # Row p: the taps of phase p, oldest input first (ready for a dot with a window).
+        self._phases = phases.reshape(self.taps, up).T[:, ::-1].copy()
+        self.reset()
+
+    def reset(self) -> None:
+        self.align(0)
+
+    def align(self, first_index: int) -> None:
+        """The next sample has stream index `first_index`: emit outputs from the first grid
+        point at or after it, outputs j at input position j * down / up of the stream."""
+        self._first = first_index
+        self._buf: np.ndarray | None = None  # input from stream index self._buf_start on
+        self._buf_start = first_index - (self.taps - 1)  # zeros before the stream starts
+        self._next = -(-first_index * self.up // self.down)  # next output index
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block, dtype=np.float64)
+        if self._buf is None:
+            self._buf = np.zeros((self.taps - 1, *block.shape[1:]))
+        buf = np.concatenate([self._buf, block])
+        end = self._buf_start + len(buf)  # one past the newest input index
+        # Outputs whose newest input sample has arrived: (j * down + delay) // up < end.
+        stop = (end * self.up - 1 - self.delay) // self.down + 1
+        j = np.arange(self._next, max(stop, self._next))
+        pos = j * self.down + self.delay
+        if len(j):
+            newest = pos // self.up - self._buf_start
+            windows = sliding_window_view(buf, self.taps, axis=0)  # (n, *axes, taps)
+            out = np.einsum("j...t,jt->j...", windows[newest - self.taps + 1],
+                            self._phases[pos % self.up])
+        else:
+            out = np.zeros((0, *block.shape[1:]))
+        self._next += len(j)
+        # Keep what the next output needs: taps - 1 samples before its newest sample.
+        keep_from = (self._next * self.down + self.delay) // self.up - (self.taps - 1)
+        drop = min(max(keep_from - self._buf_start, 0), len(buf))
+        self._buf, self._buf_start = buf[drop:], self._buf_start + drop
+        return out
+
+
 class Conditioner:
-    """One channel: band-pass at the sensor rate, then decimate to the model rate."""
+    """One channel: band-pass at the sensor rate, then bring it to the model rate.
+
+    An integer ratio keeps every factor-th sample (the band-pass is the anti-alias filter);
+    any other ratio goes through a polyphase Resampler. Either way model-rate output j is the
+    signal at sensor index j * down / up, so channels that start at different times, or run
+    at different rates, share one grid on the device clock (see `align`).
+    """
 
     def __init__(self, sensor_rate: float, model_rate: float, band_hz: tuple[float, float],
                  order: int = 4) -> None:
-        factor = sensor_rate / model_rate
-        if abs(factor - round(factor)) > 1e-6 or round(factor) < 1:
+        if not 0 < model_rate <= sensor_rate:
             raise ValueError(
-                f"sensor rate {sensor_rate:g} Hz is not an integer multiple of the model rate "
-                f"{model_rate:g} Hz"
+                f"sensor rate {sensor_rate:g} Hz is below the model rate {model_rate:g} Hz; "
+                "upsampling a sensor stream is not supported"
             )
         self.filter = StreamingFilter(bandpass_sos(sensor_rate, band_hz, order))
-        self.decimator = Decimator(round(factor))
+        factor = sensor_rate / model_rate
+        if abs(factor - round(factor)) <= 1e-6:
+            self.resampler: Decimator | Resampler = Decimator(round(factor))
+        else:
+            ratio = Fraction(model_rate / sensor_rate).limit_denominator(MAX_DENOMINATOR)
+            self.resampler = Resampler(ratio.numerator, ratio.denominator)
 
     def reset(self) -> None:
         self.filter.reset()
-        self.decimator.reset()
+        self.resampler.reset()
+
+    def align(self, first_index: int) -> int:
+        """Put the output on the model-rate grid of a stream whose next sample has sensor
+        index `first_index` (counted from the device's boot); returns the model-rate index of
+        the first output."""
+        self.resampler.align(first_index)
+        return -(-first_index * self.resampler.up // self.resampler.down)
+
+    def ready(self, next_index: int) -> int:
+        """Model-rate index one past the newest output that input up to (not including)
+        sensor index `next_index` yields."""
+        r = self.resampler
+        return (next_index * r.up - 1 - r.delay) // r.down + 1
+
+    def source(self, index: np.ndarray) -> np.ndarray:
+        """Sensor index of the input sample at or just before each model-rate index."""
+        return index * self.resampler.down // self.resampler.up
 
     def process(self, block: np.ndarray) -> np.ndarray:
-        return self.decimator.process(self.filter.process(block))
+        return self.resampler.process(self.filter.process(block))
 
 
 class SlidingWindow:

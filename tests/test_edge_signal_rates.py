@@ -1,0 +1,168 @@
+"""Sensor rates that are not an integer multiple of the model rate: streaming rational
+resampling equals offline processing, keeps the device clock, and feeds the HR model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from device_sim import Scenario, frames, simulate
+from edge.config import AlarmsConfig
+from edge.errors import StreamError
+from edge.estimate import ChannelTrack
+from edge.infer import Model, load_model
+from edge.messages import Topics
+from edge.pipeline import DevicePipeline
+from edge.signal import Conditioner, Decimator, Resampler, bandpass_sos
+from wire import Channel, Frame, encode_frame
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+BAND = (0.5, 4.0)
+
+
+def random_blocks(x: np.ndarray, rng: np.random.Generator, n: int = 40) -> list[np.ndarray]:
+    cuts = np.sort(rng.choice(np.arange(1, len(x)), size=n, replace=False))
+    return np.split(x, cuts)
+
+
+def sensor_frames(x: np.ndarray, rate: float, first_index: int = 0,
+                  block: int = 29) -> list[Frame]:
+    """x (n, axes) as frames whose first sample has sensor index `first_index`."""
+    return [Frame(1, seq, round((first_index + i) / rate * 1e6), Channel.PPG, rate,
+                  x[i : i + block].astype(np.float32))
+            for seq, i in enumerate(range(0, len(x), block))]
+
+
+@pytest.mark.parametrize("rate", [100.0, 117.0, 125.0, 50.0])
+@pytest.mark.parametrize("axes", [1, 3])
+def test_streaming_resampling_equals_offline(rate, axes):
+    rng = np.random.default_rng(int(rate) * axes)
+    x = 50_000 + rng.normal(0, 100, (int(rate * 40), axes)).cumsum(axis=0)
+    streaming = Conditioner(rate, 32.0, BAND)
+    got = np.concatenate([streaming.process(b) for b in random_blocks(x, rng)])
+    offline = Conditioner(rate, 32.0, BAND).process(x)
+    np.testing.assert_allclose(got, offline, rtol=1e-9, atol=1e-9)
+    # ... and both are resample_poly of the band-passed signal, sample for sample.
+    sos = bandpass_sos(rate, BAND)
+    filtered, _ = signal.sosfilt(sos, x, axis=0, zi=signal.sosfilt_zi(sos)[:, :, None] * x[0])
+    r = streaming.resampler
+    assert isinstance(r, Resampler) and r.up / r.down == pytest.approx(32.0 / rate)
+    reference = signal.resample_poly(filtered, r.up, r.down, axis=0)
+    assert len(reference) - len(got) <= 11  # the last outputs wait for the filter's delay
+    np.testing.assert_allclose(got, reference[: len(got)], rtol=1e-9, atol=1e-6)
+
+
+def test_integer_ratios_keep_the_plain_decimator():
+    assert isinstance(Conditioner(64.0, 32.0, BAND).resampler, Decimator)
+    assert isinstance(Conditioner(32.0, 32.0, BAND).resampler, Decimator)
+
+
+@pytest.mark.parametrize("rate", [100.0, 117.0])
+def test_resampling_keeps_a_sines_frequency_amplitude_and_timing(rate):
+    f, n = 1.3, int(rate * 30)
+    x = np.sin(2 * np.pi * f * np.arange(n) / rate)
+    rng = np.random.default_rng(7)
+    resampler = Conditioner(rate, 32.0, BAND).resampler
+    y = np.concatenate([resampler.process(b) for b in random_blocks(x, rng)])
+    j = np.arange(len(y))[64:]  # past the start-up transient
+    # Output j is the sine at time j / 32 s: same frequency, amplitude and phase.
+    np.testing.assert_allclose(y[j], np.sin(2 * np.pi * f * j / 32.0), atol=2e-3)
+    # Through the band-pass too: the spectral peak stays put, the amplitude is the filter's.
+    conditioned = Conditioner(rate, 32.0, BAND).process(x)[320:]
+    spectrum = np.abs(np.fft.rfft(conditioned * np.hanning(len(conditioned)), 8192))
+    assert np.fft.rfftfreq(8192, 1 / 32.0)[np.argmax(spectrum)] == pytest.approx(f, abs=0.01)
+    _, gain = signal.sosfreqz(bandpass_sos(rate, BAND), [f], fs=rate)
+    assert np.sqrt(2) * conditioned.std() == pytest.approx(abs(gain[0]), rel=0.01)
+
+
+def test_channels_at_different_rates_and_start_times_share_the_device_clock():
+    """Streams at 117, 100 and 32 Hz that start at different times hold the same sine at the
+    same model-rate indices: sample j is the band-passed signal at device time j / 32 s."""
+    f = 1.2
+    for rate, start_s in ((117.0, 0.0), (32.0, 3.3), (100.0, 1.01)):
+        k0 = round(start_s * rate)
+        x = np.sin(2 * np.pi * f * (k0 + np.arange(int(rate * 30))) / rate)[:, None]
+        track = ChannelTrack("hr@test", Channel.PPG, 32.0, BAND, 4)
+        for frame in sensor_frames(x, rate, k0):
+            track.add(frame)
+        got, bad = track.window(20 * 32, 28 * 32)
+        _, gain = signal.sosfreqz(bandpass_sos(rate, BAND), [f], fs=rate)
+        t = np.arange(20 * 32, 28 * 32) / 32.0
+        expected = np.abs(gain[0]) * np.sin(2 * np.pi * f * t + np.angle(gain[0]))
+        assert not bad
+        # One sensor sample of misalignment at 117 Hz would be an error of 0.06.
+        np.testing.assert_allclose(got[:, 0], expected, atol=5e-3)
+
+
+def test_a_gap_in_a_resampled_stream_marks_only_the_samples_it_covers_bad():
+    rate = 117.0
+    x = np.sin(2 * np.pi * 1.2 * np.arange(int(rate * 20)) / rate)[:, None]
+    track = ChannelTrack("hr@test", Channel.PPG, 32.0, BAND, 4)
+    sent = sensor_frames(x, rate)
+    lost = {frame.seq for frame in sent if 10.0 <= frame.timestamp_us / 1e6 < 10.5}
+    for frame in sent:
+        if frame.seq not in lost:
+            track.add(frame)
+    track.window(0, track.end)
+    gap_s = np.flatnonzero(track.bad) / 32.0
+    first_lost = min(f.timestamp_us for f in sent if f.seq in lost) / 1e6
+    last_lost = max(f.timestamp_us / 1e6 + 29 / rate for f in sent if f.seq in lost)
+    assert gap_s.min() == pytest.approx(first_lost, abs=1 / 32.0)
+    assert gap_s.max() == pytest.approx(last_lost, abs=1 / 32.0)
+    assert len(gap_s) == pytest.approx((last_lost - first_lost) * 32.0, abs=2)
+
+
+def test_a_sensor_rate_below_the_model_rate_is_a_stream_error_naming_both():
+    x = np.zeros((100, 1))
+    track = ChannelTrack("hr@1.0.0", Channel.PPG, 32.0, BAND, 4)
+    with pytest.raises(StreamError, match=r"PPG at 25 Hz .*hr@1\.0\.0 \(32 Hz\).*upsampling"):
+        track.add(sensor_frames(x, 25.0)[0])
+
+
+@pytest.fixture(scope="module")
+def hr_model() -> Model:
+    return load_model(MODELS / "hr.json")
+
+
+def vitals(pipeline: DevicePipeline, data: bytes) -> list[dict]:
+    return [m.payload for m in pipeline.feed(data) if m.topic.endswith("/vitals")]
+
+
+def window_truth(recording, vital: dict) -> float:
+    """True HR averaged over the 8 s window that ends at the estimate's device time."""
+    end = round(vital["device_time_s"])
+    return float(recording.truth.hr_bpm[end - 8 : end].mean())
+
+
+@pytest.mark.parametrize("rate", [100.0, 117.0])
+def test_the_hr_model_is_accurate_at_rest_on_a_resampled_ppg(hr_model, rate):
+    def run(ppg_rate: float) -> tuple[object, list[dict]]:
+        recording = simulate(Scenario.constant(72, 60), seed=3, ppg_rate=ppg_rate)
+        data = b"".join(encode_frame(frame) for _, frame in frames(recording))
+        pipeline = DevicePipeline("wrist-1", [hr_model], AlarmsConfig(),
+                                  Topics("wearable", "t"), strict=True)
+        return recording, vitals(pipeline, data)
+
+    recording, got = run(rate)
+    assert len(got) >= 25  # a window every 2 s once the first 8 s are in
+    assert {v["quality"] for v in got} == {"good"}
+    assert all(v["motion_g"] is not None for v in got)
+    errors = [abs(v["value"] - window_truth(recording, v)) for v in got]
+    assert max(errors) < 3.0, errors
+    # The same beats sampled at 64 Hz (integer ratio) give the same estimates.
+    _, native = run(64.0)
+    for a, b in zip(got, native, strict=False):
+        assert a["device_time_s"] == b["device_time_s"]
+        assert a["value"] == pytest.approx(b["value"], abs=1.0)
+
+
+def test_a_25_hz_ppg_is_rejected_by_the_pipeline_naming_both_rates(hr_model):
+    recording = simulate(Scenario.constant(70, 12), seed=1, ppg_rate=25.0)
+    data = b"".join(encode_frame(frame) for _, frame in frames(recording))
+    pipeline = DevicePipeline("wrist-1", [hr_model], AlarmsConfig(), Topics("wearable", "t"),
+                              strict=True)
+    with pytest.raises(StreamError, match=r"25 Hz.*32 Hz"):
+        pipeline.feed(data)
