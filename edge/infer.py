@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ class Model:
         info = np.iinfo(self._in_dtype) if spec.dtype != "float32" else None
         self._in_range = (info.min, info.max) if info else None
         self._decode = _output_decoder(manifest)
+        # One interpreter, one tensor arena: set-invoke-get must not interleave when several
+        # device threads share the model (the interpreter raises or mixes inputs otherwise).
+        self._lock = threading.Lock()
 
     @staticmethod
     def _check(detail: dict[str, Any], spec: Any, what: str, path: Path) -> None:
@@ -99,9 +103,11 @@ class Model:
 
     def raw(self, features: np.ndarray) -> np.ndarray:
         """Dequantised model output for one window of features (no batch axis)."""
-        self._interpreter.set_tensor(self._in_index, self.quantize(features))
-        self._interpreter.invoke()
-        y = self._interpreter.get_tensor(self._out_index)[0]
+        x = self.quantize(features)
+        with self._lock:
+            self._interpreter.set_tensor(self._in_index, x)
+            self._interpreter.invoke()
+            y = self._interpreter.get_tensor(self._out_index)[0]  # a copy, safe after release
         spec = self.manifest.output
         if spec.dtype == "float32":
             return y.astype(np.float64)
