@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -165,10 +166,20 @@ def test_alarms_raised_while_the_broker_is_down_are_delivered_after_it_returns(
                        "autosave_interval 1\n") as broker:
         # A persistent session: the broker keeps QoS 1 messages for it across its restart.
         received: list[dict] = []
+        online = threading.Event()
+
+        def on_message(client, userdata, msg):
+            payload = json.loads(msg.payload)
+            if msg.topic.endswith("/alarms"):
+                received.append(payload)
+            elif payload["state"] == "online":
+                online.set()
+
         viewer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="outbox-viewer",
                              clean_session=False)
-        viewer.on_message = lambda c, u, msg: received.append(json.loads(msg.payload))
-        viewer.on_connect = lambda c, *_: c.subscribe("wearable/+/+/alarms", qos=1)
+        viewer.on_message = on_message
+        viewer.on_connect = lambda c, *_: c.subscribe(
+            [("wearable/+/+/alarms", 1), ("wearable/+/status", 1)])
         viewer.reconnect_delay_set(1, 2)
         viewer.connect(broker.host, broker.port)
         viewer.loop_start()
@@ -179,7 +190,7 @@ def test_alarms_raised_while_the_broker_is_down_are_delivered_after_it_returns(
             config = edge_config(tmp_path, pty, broker.port)
             processes.start("-m", "edge", "run", "--config", str(config),
                             stderr=subprocess.DEVNULL)
-            time.sleep(2)  # connected, streaming
+            assert online.wait(30)  # connected (and streaming) before the outage
             broker.stop()
             assert sim.wait(timeout=60) == 0  # the whole scenario played while it was down
             time.sleep(2)
