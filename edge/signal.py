@@ -10,7 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal
 
-MAX_DENOMINATOR = 1000  # rate ratios are approximated by up/down with down <= this
+MAX_DENOMINATOR = 10_000  # bounds the resampling filter: 20 * down taps, <= 1.6 MB
 
 
 def bandpass_sos(fs: float, band_hz: tuple[float, float], order: int = 4) -> np.ndarray:
@@ -78,6 +78,22 @@ class Decimator:
         return block[self.keep(len(block))]
 
 
+_CHUNK = 1024  # outputs per gather in Resampler.process
+
+
+def rate_ratio(model_rate: float, sensor_rate: float) -> Fraction:
+    """model_rate / sensor_rate as a fraction up/down (down <= MAX_DENOMINATOR).
+
+    Rates cross the wire as float32 (117.3 Hz arrives as 117.30000305...): read as the
+    6-significant-digit decimals the device meant, 32/117.3 is exactly 320/1173 instead of a
+    large-denominator approximation of float noise. An approximate ratio would make the
+    model-rate grid drift from the device clock by its relative error (at worst 5e-5,
+    0.18 s an hour, for rates such as 800.04 Hz; exact for rates like 100, 117 or 99.97 Hz).
+    """
+    exact = Fraction(f"{model_rate:.6g}") / Fraction(f"{sensor_rate:.6g}")
+    return exact.limit_denominator(MAX_DENOMINATOR)
+
+
 class Resampler:
     """Streaming rational resampling by up/down: what `scipy.signal.resample_poly(x, up,
     down)` gives for the whole signal (same Kaiser FIR, same delay compensation), block by
@@ -125,13 +141,15 @@ class Resampler:
         stop = (end * self.up - 1 - self.delay) // self.down + 1
         j = np.arange(self._next, max(stop, self._next))
         pos = j * self.down + self.delay
+        out = np.zeros((len(j), *block.shape[1:]))
         if len(j):
-            newest = pos // self.up - self._buf_start
-            windows = sliding_window_view(buf, self.taps, axis=0)  # (n, *axes, taps)
-            out = np.einsum("j...t,jt->j...", windows[newest - self.taps + 1],
-                            self._phases[pos % self.up])
-        else:
-            out = np.zeros((0, *block.shape[1:]))
+            windows = sliding_window_view(buf, self.taps, axis=0)  # (n, *axes, taps), a view
+            for i in range(0, len(j), _CHUNK):  # bounded memory on whole recordings
+                p = pos[i : i + _CHUNK]
+                newest = p // self.up - self._buf_start
+                out[i : i + _CHUNK] = np.einsum("j...t,jt->j...",
+                                                windows[newest - self.taps + 1],
+                                                self._phases[p % self.up])
         self._next += len(j)
         # Keep what the next output needs: taps - 1 samples before its newest sample.
         keep_from = (self._next * self.down + self.delay) // self.up - (self.taps - 1)
@@ -161,7 +179,7 @@ class Conditioner:
         if abs(factor - round(factor)) <= 1e-6:
             self.resampler: Decimator | Resampler = Decimator(round(factor))
         else:
-            ratio = Fraction(model_rate / sensor_rate).limit_denominator(MAX_DENOMINATOR)
+            ratio = rate_ratio(model_rate, sensor_rate)
             self.resampler = Resampler(ratio.numerator, ratio.denominator)
 
     def reset(self) -> None:

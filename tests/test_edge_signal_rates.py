@@ -3,6 +3,7 @@ resampling equals offline processing, keeps the device clock, and feeds the HR m
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from edge.estimate import ChannelTrack
 from edge.infer import Model, load_model
 from edge.messages import Topics
 from edge.pipeline import DevicePipeline
-from edge.signal import Conditioner, Decimator, Resampler, bandpass_sos
+from edge.signal import Conditioner, Decimator, Resampler, bandpass_sos, rate_ratio
 from wire import Channel, Frame, encode_frame
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -36,7 +37,7 @@ def sensor_frames(x: np.ndarray, rate: float, first_index: int = 0,
             for seq, i in enumerate(range(0, len(x), block))]
 
 
-@pytest.mark.parametrize("rate", [100.0, 117.0, 125.0, 50.0])
+@pytest.mark.parametrize("rate", [100.0, 117.0, 125.0, 50.0, 117.3])
 @pytest.mark.parametrize("axes", [1, 3])
 def test_streaming_resampling_equals_offline(rate, axes):
     rng = np.random.default_rng(int(rate) * axes)
@@ -53,6 +54,15 @@ def test_streaming_resampling_equals_offline(rate, axes):
     reference = signal.resample_poly(filtered, r.up, r.down, axis=0)
     assert len(reference) - len(got) <= 11  # the last outputs wait for the filter's delay
     np.testing.assert_allclose(got, reference[: len(got)], rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize(("rate", "up", "down"), [
+    (100.0, 8, 25), (117.0, 32, 117), (float(np.float32(117.3)), 320, 1173),
+    (99.97, 3200, 9997)])
+def test_rate_ratios_are_exact_for_the_rates_devices_report(rate, up, down):
+    """117.3 Hz arrives as float32 117.30000305...: still exactly 320/1173, so the grid
+    does not drift from the device clock."""
+    assert rate_ratio(32.0, rate) == Fraction(up, down)
 
 
 def test_integer_ratios_keep_the_plain_decimator():
