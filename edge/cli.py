@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -40,16 +41,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s")
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: what log shippers and `journalctl -o cat | jq` want."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{record.msecs:03.0f}",
+                 "level": record.levelname.lower(), "logger": record.name,
+                 "thread": record.threadName, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from edge.runtime import Runtime  # paho and the interpreter only when needed
 
     config = load_config(args.config)
-    _setup_logging(args.log_level or config.log_level)
+    _setup_logging(args.log_level or config.log_level, config.log_format)
     runtime = Runtime(config)
     runtime.install_signal_handlers()
     runtime.run()

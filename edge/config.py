@@ -116,6 +116,7 @@ class Config:
     models_dir: str = "models"
     models: list[str] = field(default_factory=lambda: ["hr"])  # bundle names in models_dir
     log_level: str = "info"
+    log_format: str = "text"  # "json": one JSON object per line, for journald / log shippers
     interpreter: str = ""  # empty: first available (ai_edge_litert, tflite_runtime, tensorflow)
     devices: list[DeviceConfig] = field(default_factory=list)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -128,6 +129,7 @@ class Config:
                  "must be a non-empty name without '/', '#' or '+'")
         _require(self.log_level in ("debug", "info", "warning", "error"), "log_level",
                  "must be one of debug, info, warning, error")
+        _require(self.log_format in ("text", "json"), "log_format", "must be text or json")
         _require(self.interpreter in ("", "ai_edge_litert", "tflite_runtime", "tensorflow"),
                  "interpreter", "must be empty, ai_edge_litert, tflite_runtime or tensorflow")
         names = [d.name for d in self.devices]

@@ -1,6 +1,7 @@
 """Bad input to `wearable-edge`: one clear line naming the problem and the fix, a non-zero exit,
 never a traceback."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -116,3 +117,14 @@ def test_the_board_config_shipped_in_deploy_is_valid():
     config = load_config(ROOT / "deploy" / "edge.toml")
     assert config.devices[0].port == "/dev/wearable0"
     assert str(config.path(config.mqtt.outbox)).startswith("/var/lib/wearable-edge/")
+
+
+def test_json_logs_are_one_object_per_line(tmp_path):
+    body = (f"log_format = 'json'\n[mqtt]\nport = {free_port()}\n"
+            f"outbox = '{tmp_path / 'outbox.sqlite'}'\n[[devices]]\nname = 'w'\nport = 'loop://'\n")
+    result = edge("run", "--config", str(write_config(tmp_path, body)))
+    *logs, error = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and "not reachable" in error
+    entries = [json.loads(line) for line in logs]
+    assert entries and all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
+    assert any("loaded model hr" in e["message"] for e in entries)
