@@ -126,7 +126,6 @@ class Resampler:
     def align(self, first_index: int) -> None:
         """The next sample has stream index `first_index`: emit outputs from the first grid
         point at or after it, outputs j at input position j * down / up of the stream."""
-        self._first = first_index
         self._buf: np.ndarray | None = None  # input from stream index self._buf_start on
         self._buf_start = first_index - (self.taps - 1)  # zeros before the stream starts
         self._next = -(-first_index * self.up // self.down)  # next output index
@@ -175,11 +174,10 @@ class Conditioner:
                 "upsampling a sensor stream is not supported"
             )
         self.filter = StreamingFilter(bandpass_sos(sensor_rate, band_hz, order))
-        factor = sensor_rate / model_rate
-        if abs(factor - round(factor)) <= 1e-6:
-            self.resampler: Decimator | Resampler = Decimator(round(factor))
+        ratio = rate_ratio(model_rate, sensor_rate)
+        if ratio.numerator == 1:  # integer factor (64 Hz for 32 Hz): no interpolation needed
+            self.resampler: Decimator | Resampler = Decimator(ratio.denominator)
         else:
-            ratio = rate_ratio(model_rate, sensor_rate)
             self.resampler = Resampler(ratio.numerator, ratio.denominator)
 
     def reset(self) -> None:

@@ -65,9 +65,10 @@ def test_rate_ratios_are_exact_for_the_rates_devices_report(rate, up, down):
     assert rate_ratio(32.0, rate) == Fraction(up, down)
 
 
-def test_integer_ratios_keep_the_plain_decimator():
-    assert isinstance(Conditioner(64.0, 32.0, BAND).resampler, Decimator)
-    assert isinstance(Conditioner(32.0, 32.0, BAND).resampler, Decimator)
+@pytest.mark.parametrize(("rate", "factor"), [(64.0, 2), (32.0, 1), (256.0, 8), (64.00001, 2)])
+def test_integer_ratios_keep_the_plain_decimator(rate, factor):
+    resampler = Conditioner(rate, 32.0, BAND).resampler
+    assert isinstance(resampler, Decimator) and resampler.factor == factor
 
 
 @pytest.mark.parametrize("rate", [100.0, 117.0])
