@@ -17,9 +17,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from edge.config import AlarmsConfig, ThresholdAlarmConfig
+from edge.config import AlarmsConfig, TechnicalAlarmConfig, ThresholdAlarmConfig
 from edge.errors import CommandError
-from edge.estimate import GOOD, Estimate
+from edge.estimate import GOOD, SENSOR, Estimate
 
 EVENTS = ("raised", "reminder", "silenced", "acknowledged", "cleared")
 
@@ -32,8 +32,8 @@ class AlarmEvent:
     event: str  # one of EVENTS
     priority: str
     kind: str  # "physiological" | "technical"
-    value: float  # the vital when the event fired
-    limit: float
+    value: float | None  # the vital when the event fired (None for technical alarms)
+    limit: float | None
     unit: str
     message: str
     device_time_s: float
@@ -45,23 +45,44 @@ class AlarmEvent:
 class _Rule:
     condition: str
     vital: str
-    above: bool
     label: str
-    config: ThresholdAlarmConfig
+    config: ThresholdAlarmConfig | TechnicalAlarmConfig
+    kind: str = "physiological"
+    above: bool = True  # physiological: alarm above (True) or below (False) the threshold
+
+    def crossed(self, e: Estimate) -> bool:
+        if self.kind == "technical":
+            return e.quality == SENSOR
+        c = self.config
+        return e.value > c.threshold if self.above else e.value < c.threshold
+
+    def recovered(self, e: Estimate) -> bool:
+        if self.kind == "technical":
+            return e.quality == GOOD
+        c = self.config
+        return (e.value <= c.threshold - c.hysteresis if self.above
+                else e.value >= c.threshold + c.hysteresis)
+
+    def describe(self, e: Estimate) -> str:
+        if self.kind == "technical":
+            return f"{self.label}: no usable signal (lead-off, gap, clipping or flat line)"
+        side = "above" if self.above else "below"
+        return f"{self.label}: {e.value:.0f} {e.unit} ({side} limit {self.config.threshold:g})"
 
 
 def _rules(config: AlarmsConfig) -> list[_Rule]:
     rules = [
-        _Rule("hr_high", "heart_rate", True, "Heart rate high", config.hr_high),
-        _Rule("hr_low", "heart_rate", False, "Heart rate low", config.hr_low),
+        _Rule("hr_high", "heart_rate", "Heart rate high", config.hr_high),
+        _Rule("hr_low", "heart_rate", "Heart rate low", config.hr_low, above=False),
+        _Rule("ppg_sensor", "heart_rate", "PPG sensor problem", config.sensor, "technical"),
     ]
     return [rule for rule in rules if rule.config.enabled]
 
 
-CONDITIONS = ("hr_high", "hr_low")
+CONDITIONS = ("hr_high", "hr_low", "ppg_sensor")
 
 
-class ThresholdAlarm:
+class Alarm:
     """State machine for one rule on one device."""
 
     def __init__(self, device: str, rule: _Rule, realert_s: float) -> None:
@@ -75,21 +96,11 @@ class ThresholdAlarm:
         self.last_alert_s = 0.0
         self.last: Estimate | None = None  # the newest estimate seen
 
-    def _crossed(self, value: float) -> bool:
-        c = self.rule.config
-        return value > c.threshold if self.rule.above else value < c.threshold
-
-    def _recovered(self, value: float) -> bool:
-        c = self.rule.config
-        if self.rule.above:
-            return value <= c.threshold - c.hysteresis
-        return value >= c.threshold + c.hysteresis
-
     def update(self, estimate: Estimate) -> AlarmEvent | None:
-        t, value, c = estimate.device_time_s, estimate.value, self.rule.config
+        t, c = estimate.device_time_s, self.rule.config
         self.last = estimate
         if self.active_id is None:
-            if not self._crossed(value):
+            if not self.rule.crossed(estimate):
                 self.onset_s = None
                 return None
             if self.onset_s is None:
@@ -102,7 +113,7 @@ class ThresholdAlarm:
             return self._event("raised", estimate)
         if self.condition_over:
             return None  # latched: waits for an acknowledgement
-        if not self._recovered(value):
+        if not self.rule.recovered(estimate):
             self.recovery_s = None
             return self._reminder(estimate)
         if self.recovery_s is None:
@@ -112,7 +123,10 @@ class ThresholdAlarm:
         if c.latching and not self.acknowledged:
             self.condition_over = True
             return None
-        return self.end("cleared", f"{self.rule.label} ended: {value:.0f} {estimate.unit}")
+        ended = f"{self.rule.label} ended" + (
+            f": {estimate.value:.0f} {estimate.unit}" if self.rule.kind == "physiological"
+            else "")
+        return self.end("cleared", ended)
 
     def _reminder(self, estimate: Estimate) -> AlarmEvent | None:
         t = estimate.device_time_s
@@ -147,43 +161,42 @@ class ThresholdAlarm:
     def _event(self, kind: str, estimate: Estimate, message: str = "",
                operator: str = "") -> AlarmEvent:
         rule, c = self.rule, self.rule.config
-        if not message:
-            side = "above" if rule.above else "below"
-            message = (f"{rule.label}: {estimate.value:.0f} {estimate.unit} "
-                       f"({side} limit {c.threshold:g})")
-        return AlarmEvent(self.active_id or "", self.device, rule.condition, kind, c.priority,
-                          "physiological", estimate.value, c.threshold, estimate.unit, message,
-                          estimate.device_time_s, self.onset_s if self.onset_s is not None
-                          else estimate.device_time_s, operator)
+        physiological = rule.kind == "physiological"
+        return AlarmEvent(
+            self.active_id or "", self.device, rule.condition, kind, c.priority, rule.kind,
+            estimate.value if physiological else None,
+            c.threshold if physiological else None, estimate.unit,
+            message or rule.describe(estimate), estimate.device_time_s,
+            self.onset_s if self.onset_s is not None else estimate.device_time_s, operator)
 
 
 class AlarmEngine:
     """All alarm rules for all devices. Only good-quality estimates drive physiological
-    alarms: an estimate from a bad window neither raises nor clears one."""
+    alarms (a bad window neither raises nor clears one); the technical sensor alarm watches
+    the quality itself."""
 
     def __init__(self, config: AlarmsConfig) -> None:
         self._rules = _rules(config)
         self._realert_s = config.realert_s
-        self._alarms: dict[tuple[str, str], ThresholdAlarm] = {}
+        self._alarms: dict[tuple[str, str], Alarm] = {}
 
     def update(self, estimate: Estimate) -> list[AlarmEvent]:
-        if estimate.quality != GOOD:
-            return []
         events = []
         for rule in self._rules:
-            if rule.vital != estimate.vital:
+            if rule.vital != estimate.vital or (
+                    rule.kind == "physiological" and estimate.quality != GOOD):
                 continue
             key = (estimate.device, rule.condition)
             alarm = self._alarms.get(key)
             if alarm is None:
-                alarm = self._alarms[key] = ThresholdAlarm(estimate.device, rule,
+                alarm = self._alarms[key] = Alarm(estimate.device, rule,
                                                            self._realert_s)
             event = alarm.update(estimate)
             if event is not None:
                 events.append(event)
         return events
 
-    def _active(self, device: str, condition: str) -> ThresholdAlarm:
+    def _active(self, device: str, condition: str) -> Alarm:
         alarm = self._alarms.get((device, condition))
         if alarm is None or alarm.active_id is None:
             raise CommandError(f"no active {condition} alarm on {device}")

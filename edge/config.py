@@ -75,6 +75,23 @@ class ThresholdAlarmConfig:
 
 
 @dataclass(frozen=True)
+class TechnicalAlarmConfig:
+    """An alarm about the equipment, not the patient (e.g. the PPG sensor is off the skin)."""
+
+    priority: str = "medium"
+    delay_s: float = 10.0  # a short glitch is not worth an alarm
+    clear_delay_s: float = 4.0
+    latching: bool = False
+    enabled: bool = True
+
+    def check(self, key: str) -> None:
+        _require(self.priority in PRIORITIES, f"{key}.priority",
+                 f"must be one of {', '.join(PRIORITIES)}")
+        _require(0 <= self.delay_s <= 120, f"{key}.delay_s", "must be between 0 and 120 s")
+        _require(self.clear_delay_s >= 0, f"{key}.clear_delay_s", "must be >= 0")
+
+
+@dataclass(frozen=True)
 class AlarmsConfig:
     """Physiological alarm limits; a table given in the file overrides only the keys it sets."""
 
@@ -82,6 +99,7 @@ class AlarmsConfig:
         default_factory=lambda: ThresholdAlarmConfig(threshold=120.0))
     hr_low: ThresholdAlarmConfig = field(
         default_factory=lambda: ThresholdAlarmConfig(threshold=45.0, priority="high"))
+    sensor: TechnicalAlarmConfig = field(default_factory=TechnicalAlarmConfig)
     # An unacknowledged, unsilenced high-priority alarm is announced again this often.
     realert_s: float = 60.0
 
@@ -90,7 +108,7 @@ class AlarmsConfig:
                  "must be 0 (off) or at least 10 seconds")
         _require(self.hr_low.threshold < self.hr_high.threshold, f"{key}.hr_low.threshold",
                  "must be below alarms.hr_high.threshold")
-        for name in ("hr_high", "hr_low"):
+        for name in ("hr_high", "hr_low", "sensor"):
             getattr(self, name).check(f"{key}.{name}")
 
 

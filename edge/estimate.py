@@ -20,6 +20,7 @@ from edge.signal import Conditioner
 from wire import Channel, Flag, Frame
 
 GOOD = "good"
+SENSOR = "sensor"  # gap, lead-off, clipping or a flat line in the window
 _BAD_FLAGS = Flag.LEAD_OFF | Flag.SATURATED
 ACC_ABSENT_S = 5.0  # no accelerometer frame for this long: estimate from the PPG alone
 
@@ -185,7 +186,7 @@ class ModelRunner:
         acc = acc_window[0] if acc_window is not None else None
         quality = GOOD
         if ppg_bad or float(np.std(ppg)) == 0.0:
-            quality = "sensor"  # gap, lead-off, clipping or a flat line in the window
+            quality = SENSOR
         elif acc_window is not None and acc_window[1]:
             quality = "motion_unknown"
         value = self.model.predict(self.feature(ppg, acc, **self.params))

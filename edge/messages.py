@@ -96,7 +96,7 @@ def alarm_payload(e: AlarmEvent, node: str) -> dict[str, Any]:
         "event": e.event,
         "priority": e.priority,
         "kind": e.kind,
-        "value": round(e.value, 1),
+        "value": None if e.value is None else round(e.value, 1),
         "limit": e.limit,
         "unit": e.unit,
         "message": e.message,
