@@ -21,9 +21,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
-from device_sim.errors import SimulatorError
+from device_sim.errors import ScenarioError, SimulatorError
+from device_sim.faults import Fault, parse_fault, windows
 from device_sim.physiology import MAX_RATE_HZ, MIN_RATE_HZ, simulate
-from device_sim.scenarios import SCENARIOS, get_scenario, load_scenario
+from device_sim.scenarios import CHANNELS, SCENARIOS, get_scenario, load_scenario
 from device_sim.stream import stream
 from device_sim.writers import FileWriter, PtyWriter, SerialWriter, Writer
 from wire.errors import WearableError
@@ -77,6 +78,23 @@ def _device_id(text: str) -> int:
     return value
 
 
+def _fault(text: str) -> Fault:
+    try:
+        return parse_fault(text)
+    except ScenarioError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _channels(text: str) -> tuple[str, ...]:
+    names = CHANNELS if text == "all" else tuple(c.strip() for c in text.split(",") if c.strip())
+    unknown = [c for c in names if c not in CHANNELS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of {', '.join(CHANNELS)} (or 'all')"
+        )
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -120,6 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="PPG sample rate (default: 64)")
     run.add_argument("--acc-rate", type=_rate, default=32.0, metavar="HZ",
                      help="accelerometer sample rate (default: 32)")
+    run.add_argument("--ecg-rate", type=_rate, default=250.0, metavar="HZ",
+                     help="ECG sample rate (default: 250)")
+    run.add_argument("--channels", type=_channels, metavar="LIST",
+                     help="what the device streams: comma-separated from ppg, acc, ecg, bp, "
+                     "cgm, or 'all' (default: the scenario's, ppg,acc for most)")
+    run.add_argument("--fault", type=_fault, action="append", default=[],
+                     metavar="KIND@START[:DUR]",
+                     help="inject a fault, repeatable: detach@30:10[,mode=saturated], "
+                     "lead_off, motion[,level=G], drop, corrupt, reboot, drift[,ppm=N], "
+                     "disconnect, cgm_gap (docs/simulator.md)")
+    run.add_argument("--link", metavar="PATH",
+                     help="with --pty, keep a symlink PATH pointing at the current pty "
+                     "(it changes after a disconnect fault)")
     run.add_argument("--noise", type=_non_negative, default=1.0,
                      help="scales sensor noise, drift and motion artefact: 0 clean, 1 typical "
                      "(default), 3 poor contact")
@@ -164,9 +195,9 @@ def _stop_on_sigterm() -> Iterator[None]:
 
 def _open_writer(args: argparse.Namespace) -> Writer:
     if args.pty:
-        writer = PtyWriter(wait_for_reader=args.wait_for_reader)
-        print(f"PTY {writer.path}", flush=True)  # the one line other programs parse
-        return writer
+        # The one line other programs parse; again after each simulated disconnect.
+        return PtyWriter(wait_for_reader=args.wait_for_reader, link=args.link,
+                         on_open=lambda path: print(f"PTY {path}", flush=True))
     if args.port:
         return SerialWriter(args.port, baudrate=args.baudrate)
     return FileWriter(args.out)
@@ -180,7 +211,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.duration is not None:
         scenario = scenario.with_duration(args.duration)
     recording = simulate(scenario, args.seed, ppg_rate=args.ppg_rate, acc_rate=args.acc_rate,
-                         noise=args.noise)
+                         noise=args.noise, ecg_rate=args.ecg_rate, channels=args.channels,
+                         faults=args.fault)
     if args.truth:
         try:
             recording.truth.to_jsonl(args.truth)
@@ -192,7 +224,8 @@ def _run(args: argparse.Namespace) -> int:
     writer = _open_writer(args)
     finished = False
     try:
-        stats = writer.play(stream(recording, args.device_id), speed)
+        stats = writer.play(stream(recording, args.device_id), speed,
+                            hangups=windows(recording.faults, "disconnect"))
         finished = True
     except WearableError as err:  # the output failed mid-stream: not a usage error
         print(f"{PROG}: error: {err}", file=sys.stderr)

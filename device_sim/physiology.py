@@ -29,13 +29,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from device_sim import glucose
 from device_sim.errors import SimulatorError
-from device_sim.scenarios import Scenario, Trajectory, get_scenario
+from device_sim.faults import Fault, active_kinds
+from device_sim.scenarios import (
+    CHANNELS,
+    DEFAULT_BP_MMHG,
+    DEFAULT_CHANNELS,
+    Scenario,
+    Trajectory,
+    get_scenario,
+)
 
 CONTROL_RATE = 50.0  # Hz, grid for slow latent signals (HR, respiration, cadence)
 MARGIN_S = 4.0  # simulated before t=0 and after the end, so pulses at the edges overlap fully
@@ -44,6 +53,11 @@ MIN_RATE_HZ, MAX_RATE_HZ = 10.0, 10_000.0
 PPG_DC = 100_000.0  # a.u.; raw photodiode level (green LED, wrist)
 PPG_AC = 1_000.0  # a.u.; typical pulse amplitude, ~1 % perfusion index
 GRAVITY = 9.81  # m/s^2
+PPG_AMBIENT = 1_500.0  # a.u.; what the photodiode sees off the skin (ambient light only)
+CUFF_FIRST_S, CUFF_INTERVAL_S = 30.0, 300.0  # a reading takes ~30 s; then every 5 min
+# Pulse transit to the wrist (Moens-Korteweg with Hughes' E = E0 exp(alpha P)): PWV grows as
+# exp(alpha P / 2) with the pressure at the wave foot, the diastolic; see docs/simulator.md.
+PWV_REF_M_S, DBP_REF_MMHG, PWV_ALPHA_PER_MMHG = 4.7, DEFAULT_BP_MMHG[1], 0.017
 
 
 def _empty() -> np.ndarray:
@@ -59,15 +73,31 @@ class Truth:
     motion: np.ndarray  # motion level 0..1 (0 rest, ~0.5 walk, 1 run)
     resp_rate_bpm: np.ndarray = field(default_factory=_empty)  # breaths per minute
     beat_times: np.ndarray = field(default_factory=_empty)  # heart beats (s), not per second
+    sbp_mmhg: np.ndarray = field(default_factory=_empty)  # systolic pressure
+    dbp_mmhg: np.ndarray = field(default_factory=_empty)  # diastolic pressure
+    glucose_mg_dl: np.ndarray = field(default_factory=_empty)  # plasma glucose
+    rhythm: np.ndarray = field(default_factory=_empty)  # "sinus" or "af"
+    faults: list[list[str]] = field(default_factory=list)  # kinds of the faults active
+
+    def rows(self) -> Iterator[dict]:
+        """One dict per second: t, hr_bpm, motion, resp_rate_bpm, sbp_mmhg, dbp_mmhg,
+        glucose_mg_dl, rhythm, faults (whichever this truth has)."""
+        columns = {"hr_bpm": self.hr_bpm, "motion": self.motion,
+                   "resp_rate_bpm": self.resp_rate_bpm, "sbp_mmhg": self.sbp_mmhg,
+                   "dbp_mmhg": self.dbp_mmhg, "glucose_mg_dl": self.glucose_mg_dl}
+        columns = {k: v for k, v in columns.items() if len(v)}
+        for i, t in enumerate(self.t):
+            row = {"t": int(t)} | {k: round(float(v[i]), 3) for k, v in columns.items()}
+            if len(self.rhythm):
+                row["rhythm"] = str(self.rhythm[i])
+            if self.faults:
+                row["faults"] = self.faults[i]
+            yield row
 
     def to_jsonl(self, path: str | os.PathLike) -> None:
-        """One JSON object per second: t, hr_bpm, motion, resp_rate_bpm."""
-        columns = {"hr_bpm": self.hr_bpm, "motion": self.motion}
-        if len(self.resp_rate_bpm):
-            columns["resp_rate_bpm"] = self.resp_rate_bpm
+        """One JSON object per second (see `rows`)."""
         with open(path, "w", encoding="utf-8") as out:
-            for i, t in enumerate(self.t):
-                row = {"t": int(t)} | {k: round(float(v[i]), 3) for k, v in columns.items()}
+            for row in self.rows():
                 out.write(json.dumps(row) + "\n")
 
 
@@ -80,6 +110,13 @@ class Recording:
     acc: np.ndarray  # float64 (m, 3), in g, includes gravity
     acc_rate: float
     truth: Truth
+    ecg: np.ndarray | None = None  # float64 (k,), mV, lead I-like
+    ecg_rate: float = 250.0
+    cgm: tuple[np.ndarray, np.ndarray] | None = None  # (times s, readings mg/dL; NaN = none)
+    cuff: tuple[np.ndarray, np.ndarray] | None = None  # (times s, (k, 2) systolic/diastolic)
+    lead_off: dict[str, np.ndarray] = field(default_factory=dict)  # channel -> bool per sample
+    faults: tuple[Fault, ...] = ()  # frame- and writer-level faults still to apply
+    channels: tuple[str, ...] = DEFAULT_CHANNELS  # what the device streams
 
     @property
     def duration_s(self) -> int:
@@ -93,8 +130,15 @@ def simulate(
     ppg_rate: float = 64.0,
     acc_rate: float = 32.0,
     noise: float = 1.0,
+    ecg_rate: float = 250.0,
+    channels: Iterable[str] | None = None,
+    faults: Iterable[Fault] = (),
 ) -> Recording:
     """Simulate a wrist wearable running through `scenario` (an object or a built-in name).
+
+    `channels` (default: the scenario's) picks what the device streams, from "ppg", "acc",
+    "ecg", "bp" (cuff readings), "cgm"; the ground truth always has every vital. `faults`
+    are added to the scenario's own.
 
     `noise` scales everything in the PPG that is not the cardiac pulse or breathing (sensor
     noise, drift, motion artefact) and the accelerometer noise: 0 = clean, 1 = a typical wrist
@@ -105,7 +149,10 @@ def simulate(
         scenario = get_scenario(scenario)
     rng = np.random.default_rng(seed)
     trajectory = scenario.trajectory(rng)
-    return synthesize(trajectory, rng, ppg_rate=ppg_rate, acc_rate=acc_rate, noise=noise)
+    return synthesize(trajectory, rng, ppg_rate=ppg_rate, acc_rate=acc_rate, noise=noise,
+                      ecg_rate=ecg_rate,
+                      channels=scenario.channels if channels is None else channels,
+                      faults=(*scenario.faults, *faults))
 
 
 def check_rate(name: str, rate: float) -> float:
@@ -129,10 +176,24 @@ def synthesize(
     ppg_rate: float = 64.0,
     acc_rate: float = 32.0,
     noise: float = 1.0,
+    ecg_rate: float = 250.0,
+    channels: Iterable[str] = DEFAULT_CHANNELS,
+    faults: Iterable[Fault] = (),
 ) -> Recording:
-    """Signals for any per-second trajectory (the engine behind `simulate`)."""
+    """Signals for any per-second trajectory (the engine behind `simulate`).
+
+    Only PPG and accelerometer draw from `rng` before the PPG noise, so adding channels or
+    faults never changes those two signals; everything else draws from generators seeded
+    after them.
+    """
     ppg_rate = check_rate("ppg_rate", ppg_rate)
     acc_rate = check_rate("acc_rate", acc_rate)
+    ecg_rate = check_rate("ecg_rate", ecg_rate)
+    channels = tuple(channels)
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown:
+        raise SimulatorError(f"unknown channel {unknown[0]!r}; use some of: {', '.join(CHANNELS)}")
+    faults = tuple(faults)
     try:
         level = float(noise)
     except (TypeError, ValueError):
@@ -162,15 +223,99 @@ def synthesize(
     if noise > 0:
         ppg += rng.normal(0.0, 0.02 * PPG_AC * noise, ppg.shape)
 
+    # Independent generators for what came later, so one never shifts another.
+    ecg_rng, cuff_rng, cgm_rng, fault_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(
+            int(rng.integers(2**63))).spawn(4))
+    ecg = None
+    if "ecg" in channels:
+        t_ecg = np.arange(round(n_sec * ecg_rate)) / ecg_rate
+        ecg_model = _Ecg.draw(latent, heart, ecg_rng)
+        ecg = _in_blocks(lambda t: ecg_model.ecg(t, ecg_rate, noise), t_ecg)
     seconds = np.arange(n_sec, dtype=float)
+    glucose_min = glucose.plasma_glucose(n_sec, trajectory.meal_g, trajectory.bolus_u,
+                                         trajectory.basal_glucose_mg_dl)
+    cgm = glucose.cgm_readings(glucose_min, n_sec, cgm_rng, noise) if "cgm" in channels else None
+    cuff = _cuff_readings(trajectory, cuff_rng, noise) if "bp" in channels else None
     truth = Truth(
         t=seconds,
         hr_bpm=heart.mean_hr(seconds),
         motion=trajectory.motion.astype(float).copy(),
         resp_rate_bpm=latent.mean_resp_rate(seconds),
         beat_times=heart.beats[(heart.beats >= 0) & (heart.beats < n_sec)],
+        sbp_mmhg=trajectory.sbp_mmhg.astype(float).copy(),
+        dbp_mmhg=trajectory.dbp_mmhg.astype(float).copy(),
+        glucose_mg_dl=glucose.per_second(glucose_min, n_sec),
+        rhythm=np.where(trajectory.af, "af", "sinus"),
+        faults=active_kinds(faults, n_sec),
     )
-    return Recording(ppg, ppg_rate, acc, acc_rate, truth)
+    rec = Recording(ppg, ppg_rate, acc, acc_rate, truth, ecg, ecg_rate, cgm, cuff,
+                    faults=faults, channels=channels)
+    return _apply_signal_faults(rec, faults, body, fault_rng)
+
+
+def _cuff_readings(traj: Trajectory, rng: np.random.Generator,
+                   noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """Oscillometric cuff readings: the pressure at the end of a ~30 s measurement, with the
+    +-5 mmHg error the validation protocols allow (ISO 81060-2), whole mmHg."""
+    times = np.arange(CUFF_FIRST_S, traj.duration_s, CUFF_INTERVAL_S)
+    idx = times.astype(int)
+    values = np.stack([traj.sbp_mmhg[idx], traj.dbp_mmhg[idx]], axis=1)
+    values += rng.normal(0.0, 4.0 * min(noise, 1.0), values.shape)
+    return times, np.round(values)
+
+
+def _apply_signal_faults(rec: Recording, faults: tuple[Fault, ...], body: _Body,
+                         rng: np.random.Generator) -> Recording:
+    """What detach, lead_off, motion and cgm_gap do to the signals a device measures."""
+    def span(rate: float, n: int, fault: Fault) -> slice:
+        return slice(min(n, round(fault.start_s * rate)), min(n, round(fault.end_s * rate)))
+
+    lead_off = {"ppg": np.zeros(len(rec.ppg), bool)}
+    if rec.ecg is not None:
+        lead_off["ecg"] = np.zeros(len(rec.ecg), bool)
+    for fault in faults:
+        if fault.kind == "detach":
+            part = span(rec.ppg_rate, len(rec.ppg), fault)
+            if fault.mode == "saturated":  # bright ambient light: the ADC rails (SATURATED)
+                rec.ppg[part] = 2.0**31
+            else:  # only ambient light, no pulse; the device reports no skin contact
+                rec.ppg[part] = PPG_AMBIENT + rng.normal(0.0, 5.0, len(rec.ppg[part]))
+                lead_off["ppg"][part] = True
+        elif fault.kind == "lead_off" and rec.ecg is not None:
+            part = span(rec.ecg_rate, len(rec.ecg), fault)
+            rec.ecg[part] = 0.0
+            lead_off["ecg"][part] = True
+        elif fault.kind == "motion":
+            _motion_burst(rec, fault, rng)
+        elif fault.kind == "cgm_gap" and rec.cgm is not None:
+            times, readings = rec.cgm
+            readings[(times >= fault.start_s) & (times < fault.end_s)] = np.nan
+    rec.lead_off.update({k: v for k, v in lead_off.items() if v.any()})
+    return rec
+
+
+def _motion_burst(rec: Recording, fault: Fault, rng: np.random.Generator) -> None:
+    """Vigorous, irregular movement (scratching, shaking the wrist): 1-8 Hz acceleration of
+    `level` g RMS per axis, coupled into the PPG (sensor-skin movement) and the ECG
+    (electrode motion), with 0.5 s fade in and out."""
+    def burst(rate: float, n: int, axes: int) -> tuple[slice, np.ndarray]:
+        part = slice(min(n, round(fault.start_s * rate)), min(n, round(fault.end_s * rate)))
+        m = part.stop - part.start
+        if m < 2:
+            return part, np.zeros((max(m, 0), axes))
+        env = np.clip(np.minimum(np.arange(m), m - 1 - np.arange(m)) / (0.5 * rate), 0, 1)
+        shake = np.stack([_band_noise(rng, m, rate, 1.0, min(8.0, 0.45 * rate))
+                          for _ in range(axes)], axis=1)
+        return part, fault.level * env[:, None] * shake
+
+    part, shake = burst(rec.acc_rate, len(rec.acc), 3)
+    rec.acc[part] += shake
+    part, shake = burst(rec.ppg_rate, len(rec.ppg), 1)
+    rec.ppg[part] += 3.0 * PPG_AC * shake[:, 0]
+    if rec.ecg is not None:
+        part, shake = burst(rec.ecg_rate, len(rec.ecg), 1)
+        rec.ecg[part] += 0.3 * shake[:, 0]
 
 
 def _in_blocks(fn: Callable[[np.ndarray], np.ndarray], t: np.ndarray,
@@ -205,6 +350,8 @@ class _Latent:
     step_hz: np.ndarray  # step frequency
     resp_phase: np.ndarray  # breathing phase, rad
     resp_hz: np.ndarray
+    dbp: np.ndarray  # diastolic pressure, mmHg
+    af: np.ndarray  # bool, atrial fibrillation
 
     @classmethod
     def draw(cls, traj: Trajectory, rng: np.random.Generator) -> _Latent:
@@ -220,7 +367,9 @@ class _Latent:
         resp_hz = rng.uniform(0.2, 0.3) + 0.3 * motion
         resp_hz *= 1.0 + 0.08 * _band_noise(rng, len(tc), CONTROL_RATE, 0.0, 0.05)
         resp_phase = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.cumsum(resp_hz) / CONTROL_RATE
-        return cls(tc, hr, motion, step_hz, resp_phase, resp_hz)
+        dbp = np.interp(tc, centres, traj.dbp_mmhg)
+        af = traj.af[np.clip(np.floor(tc).astype(int), 0, n_sec - 1)]
+        return cls(tc, hr, motion, step_hz, resp_phase, resp_hz, dbp, af)
 
     def at(self, t: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.interp(t, self.tc, values)
@@ -256,6 +405,8 @@ class _Heart:
         cycles = rng.uniform() + np.cumsum(beat_hz) / CONTROL_RATE  # IPFM integrator
         k = np.arange(np.ceil(cycles[0]), np.floor(cycles[-1]) + 1)
         beats = np.interp(k, cycles, lat.tc)
+        if lat.af.any():
+            beats = _af_beats(beats, lat, rng)
 
         ibi = np.diff(beats, append=2 * beats[-1] - beats[-2])
         hr = 60.0 / ibi
@@ -276,6 +427,14 @@ class _Heart:
         resp_at_beat = np.sin(np.interp(beats, lat.tc, lat.resp_phase))
         vaso = np.interp(beats, lat.tc, _band_noise(rng, n, CONTROL_RATE, 0.0, 0.1))
         amp = rng.uniform(0.6, 1.4) * (1.0 + 0.08 * resp_at_beat + 0.05 * vaso + 0.03 * jitter[2])
+        if lat.af.any():
+            # Frank-Starling: after a short RR the ventricle fills less and ejects less.
+            prev = np.diff(beats, prepend=beats[0] - ibi[0])
+            in_af = np.interp(beats, lat.tc, lat.af.astype(float)) > 0.5
+            amp = np.where(in_af, amp * np.clip(prev / np.median(prev), 0.4, 1.3) ** 0.8, amp)
+        # Transit to the wrist gets shorter as diastolic pressure stiffens the arteries;
+        # zero at the reference 80 mmHg, so the HR-only model above is the calibration point.
+        pat = pat + _transit_delta(np.interp(beats, lat.tc, lat.dbp))
         riiv = rng.uniform(0.1, 0.3) * np.sin(lat.resp_phase + rng.uniform(-0.5, 0.5))
         return cls(beats, beats + pat, amp, mu1, s1, a2, mu2, s2, (lat.tc, riiv))
 
@@ -305,6 +464,86 @@ class _Heart:
     def ppg(self, t: np.ndarray) -> np.ndarray:
         times, riiv = self.resp_baseline
         return PPG_DC + PPG_AC * (self.pulses(t) + np.interp(t, times, riiv))
+
+
+def _transit_delta(dbp: np.ndarray, path_m: float = 0.75) -> np.ndarray:
+    """PTT(dbp) - PTT(80 mmHg) for a heart-to-wrist path of `path_m`: Moens-Korteweg
+    (PWV = sqrt(E h / 2 r rho)) with E = E0 exp(alpha P) gives PWV = PWV_ref exp(alpha (P -
+    P_ref) / 2): about -1.1 ms/mmHg near 80 mmHg."""
+    pwv = PWV_REF_M_S * np.exp(PWV_ALPHA_PER_MMHG * (dbp - DBP_REF_MMHG) / 2)
+    return path_m / pwv - path_m / PWV_REF_M_S
+
+
+def _af_beats(sinus: np.ndarray, lat: _Latent, rng: np.random.Generator) -> np.ndarray:
+    """Replace the beats inside AF episodes by an irregularly irregular sequence: RR drawn
+    independently (no autocorrelation) from a gamma distribution with a CV of 0.25 around
+    the target rate, never shorter than the AV node's ~280 ms refractory period."""
+    af_at = np.interp(sinus, lat.tc, lat.af.astype(float)) > 0.5
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], lat.af.astype(np.int8), [0]])))
+    new = [sinus[~af_at]]
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        t, stop = lat.tc[a], lat.tc[min(b, len(lat.tc) - 1)]
+        run = []
+        while True:
+            mean_rr = 60.0 / np.interp(t, lat.tc, lat.hr)
+            t += max(0.28, mean_rr * rng.gamma(16.0, 1.0 / 16.0))
+            if t >= stop:
+                break
+            run.append(t)
+        new.append(np.array(run))
+    return np.sort(np.concatenate(new))
+
+
+@dataclass
+class _Ecg:
+    """A single-lead ECG built from the beat times: per beat, P, Q, R, S and T waves as
+    Gaussians (the morphology of McSharry's ECGSYN, laid out in time). QT follows Bazett
+    (QT = 0.4 sqrt(RR)); PR stays ~160 ms. In AF the P wave is replaced by fibrillatory
+    f-waves (4-9 Hz, ~0.08 mV). Breathing modulates QRS amplitude and the baseline; muscle
+    noise and mains hum scale with `noise`."""
+
+    beats: np.ndarray  # R peaks, s
+    rr: np.ndarray  # interval to the next beat, s
+    amp: np.ndarray  # per-beat R amplitude, mV
+    p_amp: np.ndarray  # 0 in AF
+    lat: _Latent
+    f_wave: np.ndarray  # AF fibrillatory activity on the control grid (mV, 0 outside AF)
+    wander: np.ndarray  # baseline wander, control grid, mV
+    # (centre at RR = 1 s, width, relative amplitude, scales with sqrt(RR)?)
+    WAVES = ((-0.16, 0.025, 0.15, False), (-0.03, 0.010, -0.12, False),
+             (0.0, 0.011, 1.0, False), (0.03, 0.011, -0.25, False), (0.28, 0.06, 0.30, True))
+
+    @classmethod
+    def draw(cls, lat: _Latent, heart: _Heart, rng: np.random.Generator) -> _Ecg:
+        beats = heart.beats
+        rr = np.diff(beats, append=2 * beats[-1] - beats[-2])
+        resp = np.sin(np.interp(beats, lat.tc, lat.resp_phase))
+        amp = rng.uniform(0.8, 1.5) * (1.0 + 0.05 * resp + 0.02 * rng.normal(0, 1, len(beats)))
+        in_af = np.interp(beats, lat.tc, lat.af.astype(float)) > 0.5
+        p_amp = np.where(in_af, 0.0, 1.0)
+        n = len(lat.tc)
+        f_hz = rng.uniform(4.0, 9.0)
+        f_wave = 0.08 * lat.af * np.sin(2 * np.pi * f_hz * lat.tc
+                                        + 2.0 * _band_noise(rng, n, CONTROL_RATE, 0.0, 1.0))
+        wander = 0.05 * np.sin(lat.resp_phase) + 0.05 * _band_noise(rng, n, CONTROL_RATE,
+                                                                      0.0, 0.3)
+        return cls(beats, rr, amp, p_amp, lat, f_wave, wander)
+
+    def ecg(self, t: np.ndarray, rate: float, noise: float) -> np.ndarray:
+        idx = np.searchsorted(self.beats, t)  # the next R peak
+        y = np.zeros_like(t)
+        for j in (-2, -1, 0, 1):  # T waves reach ~0.5 s after R; P waves ~0.25 s before
+            k = np.clip(idx + j, 0, len(self.beats) - 1)
+            tau = t - self.beats[k]
+            stretch = np.sqrt(np.clip(self.rr[k], 0.25, 2.0))
+            for centre, width, a, scales in self.WAVES:
+                c, w = (centre * stretch, width * stretch) if scales else (centre, width)
+                gain = a * (self.p_amp[k] if centre < -0.1 else 1.0)
+                y += self.amp[k] * gain * np.exp(-0.5 * ((tau - c) / w) ** 2)
+        y += np.interp(t, self.lat.tc, self.f_wave) + np.interp(t, self.lat.tc, self.wander)
+        if noise > 0:
+            y += 0.01 * noise * np.sin(2 * np.pi * 50.0 * t) * (rate > 100)
+        return y
 
 
 @dataclass

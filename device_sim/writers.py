@@ -19,7 +19,7 @@ import threading
 import time
 import tty
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -57,16 +57,32 @@ class Writer(ABC):
         speed: float = 1.0,
         *,
         stop: threading.Event | None = None,
+        hangups: Sequence[tuple[float, float]] = (),
     ) -> PlayStats:
         """Write (device_time_s, bytes) items, paced: speed 1 = real time, 10 = ten times
-        faster, 0 = as fast as the sink takes them. Returns early once `stop` is set."""
+        faster, 0 = as fast as the sink takes them. Returns early once `stop` is set.
+
+        `hangups`: (start, end) device-time spans during which the line is unplugged: the
+        writer closes its sink at `start` (after the reader has what was sent) and opens it
+        again at `end` (the `disconnect` fault; the stream has no frames in between).
+        """
         if not (speed >= 0 and speed != float("inf")):
             raise WriterError(f"speed {speed!r} must be 0 (as fast as possible) or positive")
         stop = stop or threading.Event()
         stats = PlayStats()
+        pending = sorted(hangups)
         self.wait_ready()
         origin = time.monotonic()  # wall time of device time 0 (the device boots now)
         for device_time, data in stream:
+            while pending and device_time >= pending[0][0]:
+                _, end = pending.pop(0)
+                log.info("line unplugged at %.1f s of device time", device_time)
+                self.hang_up()
+                if speed > 0:
+                    stop.wait(max(0.0, origin + end / speed - time.monotonic()))
+                if stop.is_set():
+                    break
+                self.reconnect()
             if speed > 0:
                 delay = origin + device_time / speed - time.monotonic()
                 if delay > 0 and stop.wait(delay):
@@ -81,6 +97,12 @@ class Writer(ABC):
             stats.device_time_s = device_time
         stats.stopped = stop.is_set()
         return stats
+
+    def hang_up(self) -> None:  # noqa: B027 - a file has no line to unplug
+        """Close the line as an unplugged cable would (the `disconnect` fault)."""
+
+    def reconnect(self) -> None:  # noqa: B027
+        """Open the line again after `hang_up`."""
 
     @abstractmethod
     def close(self, *, drain: bool = True) -> None:
@@ -112,7 +134,18 @@ class PtyWriter(Writer):
     """
 
     def __init__(self, *, wait_for_reader: bool = True, settle_s: float = 0.25,
-                 drain_timeout_s: float = 5.0) -> None:
+                 drain_timeout_s: float = 5.0, link: str | os.PathLike | None = None,
+                 on_open: Callable[[str], None] | None = None) -> None:
+        self.wait_for_reader = wait_for_reader
+        self.settle_s = settle_s
+        self.drain_timeout_s = drain_timeout_s
+        self.link = os.fspath(link) if link is not None else None
+        self.on_open = on_open
+        self._master: int | None = None
+        self._open()
+
+    def _open(self) -> None:
+        """A fresh pty; `link` (if any) is pointed at it atomically, like socat's link=."""
         try:
             master, slave = os.openpty()
         except OSError as err:
@@ -129,14 +162,37 @@ class PtyWriter(Writer):
         finally:
             os.close(slave)
         os.set_blocking(master, False)
-        self._master: int | None = master
+        self._master = master
         self._hup = select.poll()
         self._hup.register(master, 0)  # POLLHUP is always reported
         self._room = select.poll()
         self._room.register(master, select.POLLOUT)
-        self.wait_for_reader = wait_for_reader
-        self.settle_s = settle_s
-        self.drain_timeout_s = drain_timeout_s
+        if self.link is not None:
+            tmp = f"{self.link}.{os.getpid()}.tmp"
+            try:
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+                os.symlink(self.path, tmp)
+                os.replace(tmp, self.link)
+            except OSError as err:
+                os.close(master)
+                self._master = None
+                raise WriterError(f"cannot create the link {self.link!r} to {self.path} "
+                                  f"({err.strerror}); check the directory") from None
+        if self.on_open is not None:
+            self.on_open(self.path)
+
+    def hang_up(self) -> None:
+        """Unplug: the reader sees a hang-up (pyserial raises) once it has read what was sent."""
+        if self._master is not None:
+            self.drain()
+            os.close(self._master)
+            self._master = None
+
+    def reconnect(self) -> None:
+        """Plug in again: a new pty (a new /dev/pts/N, as a USB device re-enumerates)."""
+        if self._master is None:
+            self._open()
 
     def reader_present(self) -> bool:
         return not any(ev & select.POLLHUP for _, ev in self._hup.poll(0))
@@ -198,12 +254,13 @@ class PtyWriter(Writer):
             time.sleep(0.02)
 
     def close(self, *, drain: bool = True) -> None:
-        if self._master is None:
-            return
-        if drain:
-            self.drain()
-        os.close(self._master)
-        self._master = None
+        if self._master is not None:
+            if drain:
+                self.drain()
+            os.close(self._master)
+            self._master = None
+        if self.link is not None and os.path.islink(self.link):
+            os.unlink(self.link)
 
 
 class SerialWriter(Writer):
@@ -211,6 +268,11 @@ class SerialWriter(Writer):
 
     def __init__(self, url: str, *, baudrate: int = 115200) -> None:
         self.url = url
+        self.baudrate = baudrate
+        self._open()
+
+    def _open(self) -> None:
+        url, baudrate = self.url, self.baudrate
         try:
             self._port = serial.serial_for_url(url, baudrate=baudrate, write_timeout=None)
         except (serial.SerialException, ValueError, OSError) as err:
@@ -219,6 +281,12 @@ class SerialWriter(Writer):
                 f"cannot open serial port {url!r} ({reason}); check the device path or URL, "
                 "e.g. /dev/ttyUSB0, loop://, socket://host:7000"
             ) from None
+
+    def hang_up(self) -> None:
+        self.close(drain=True)
+
+    def reconnect(self) -> None:
+        self._open()
 
     def _write(self, data: bytes) -> None:
         try:
