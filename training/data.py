@@ -45,6 +45,7 @@ class Subject:
     noise: float
     has_acc: bool
     augment: bool
+    activity_p: tuple[tuple[str, float], ...] | None = None  # random scenarios; None: default
 
     @property
     def id(self) -> int:
@@ -86,7 +87,8 @@ class Windows:
 def plan_subjects(split: str, n: int, seed: int, *, duration_s: float | None, augment: bool,
                   scenarios: Sequence[str] = ("random",),
                   noise_range: tuple[float, float] = (0.3, 2.5),
-                  no_acc_share: float = 0.1, first_index: int = 0) -> list[Subject]:
+                  no_acc_share: float = 0.1, first_index: int = 0,
+                  activity_p: dict[str, float] | None = None) -> list[Subject]:
     """`n` subjects of one split, numbered from `first_index`, each with its own seed and
     sensor set-up drawn from a stream private to (seed, split, first_index).
 
@@ -102,6 +104,7 @@ def plan_subjects(split: str, n: int, seed: int, *, duration_s: float | None, au
             ppg_rate=float(rng.choice(PPG_RATES_HZ)), acc_rate=float(rng.choice(ACC_RATES_HZ)),
             noise=float(rng.uniform(*noise_range)), has_acc=bool(rng.uniform() >= no_acc_share),
             augment=augment,
+            activity_p=tuple(activity_p.items()) if activity_p else None,
         ))
     return subjects
 
@@ -168,7 +171,8 @@ def subject_windows(subject: Subject, pre: Preprocessing) -> Windows:
 
     rng = np.random.default_rng(subject.seed)
     if subject.scenario == "random":
-        scenario = random_scenario(rng, subject.duration_s or 300.0)
+        scenario = random_scenario(rng, subject.duration_s or 300.0,
+                                   activity_p=dict(subject.activity_p or {}) or None)
     else:
         scenario = get_scenario(subject.scenario)
         if subject.duration_s is not None:

@@ -53,10 +53,14 @@ class Plan:
     builtin_seeds: int  # subjects per built-in test scenario
     duration_s: float
     epochs: int
+    width: int = 20  # channels of every conv layer
     batch: int = 256
     learning_rate: float = 3e-3
     label_sigma_bpm: float = 3.0
+    expectation_weight: float = 1.5  # of the |E[HR] - HR| term beside the cross-entropy
     patience: int = 8
+    # Training scenarios: activity shares (rest is easy; motion is where the model must learn).
+    train_activity: tuple[tuple[str, float], ...] = (("rest", 0.3), ("walk", 0.3), ("run", 0.4))
 
     @staticmethod
     def for_run(quick: bool) -> Plan:
@@ -64,7 +68,7 @@ class Plan:
             return Plan(train_subjects=96, val_subjects=8, test_subjects=12, builtin_seeds=1,
                         duration_s=180, epochs=12)
         return Plan(train_subjects=480, val_subjects=48, test_subjects=96, builtin_seeds=3,
-                    duration_s=300, epochs=40)
+                    duration_s=300, epochs=30)
 
 
 def classes_bpm() -> np.ndarray:
@@ -91,7 +95,8 @@ def plan_splits(plan: Plan, seed: int) -> dict[str, list[data.Subject]]:
                                noise_range=(0.5, 1.5), no_acc_share=1.0, first_index=len(test))
     return {
         "train": data.plan_subjects("train", plan.train_subjects, seed,
-                                    duration_s=plan.duration_s, augment=True),
+                                    duration_s=plan.duration_s, augment=True,
+                                    activity_p=dict(plan.train_activity)),
         "val": data.plan_subjects("val", plan.val_subjects, seed, duration_s=plan.duration_s,
                                   augment=False, noise_range=(0.5, 2.0)),
         "test": test,
@@ -185,12 +190,13 @@ def _fit(nets: Any, plan: Plan, sets: dict[str, data.Windows], classes: np.ndarr
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     train, val = sets["train"], sets["val"]
-    model = nets.spectral_classifier(*train.x.shape[1:])
+    model = nets.spectral_classifier(*train.x.shape[1:], width=plan.width)
     steps = plan.epochs * int(np.ceil(len(train) / plan.batch))
     model.compile(
         optimizer=keras.optimizers.Adam(
             keras.optimizers.schedules.CosineDecay(plan.learning_rate, steps)),
-        loss=nets.expectation_loss(classes, weight=0.5, scale=plan.label_sigma_bpm),
+        loss=nets.expectation_loss(classes, weight=plan.expectation_weight,
+                                   scale=plan.label_sigma_bpm),
         metrics=[nets.expectation_mae(classes)],
     )
     log(f"{NAME}: model {model.count_params()} parameters; training up to {plan.epochs} epochs")
