@@ -23,13 +23,15 @@ from typing import NoReturn
 
 from device_sim.errors import ScenarioError, SimulatorError
 from device_sim.faults import Fault, parse_fault, windows
-from device_sim.physiology import MAX_RATE_HZ, MIN_RATE_HZ, simulate
+from device_sim.physiology import MAX_RATE_HZ, MIN_RATE_HZ, Recording, simulate
+from device_sim.recordings import load_recording
 from device_sim.scenarios import CHANNELS, SCENARIOS, get_scenario, load_scenario
 from device_sim.stream import stream
 from device_sim.writers import FileWriter, PtyWriter, SerialWriter, Writer
 from wire.errors import WearableError
 
 PROG = "wearable-sim"
+log = logging.getLogger(__name__)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,21 +97,63 @@ def _channels(text: str) -> tuple[str, ...]:
     return names
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of devices from 1 to 256")
+    return value
+
+
+def _output_options() -> argparse.ArgumentParser:
+    """Where the bytes go and how fast: shared by run and replay."""
+    common = argparse.ArgumentParser(add_help=False)
+    out = common.add_mutually_exclusive_group(required=True)
+    out.add_argument("--pty", action="store_true",
+                     help="create a pseudo-terminal and print 'PTY <path>' on stdout")
+    out.add_argument("--port", metavar="URL",
+                     help="serial port or pyserial URL: /dev/ttyUSB0, loop://, socket://h:p")
+    out.add_argument("--out", metavar="FILE",
+                     help="write raw wire bytes to FILE ('-' = stdout), the recording format")
+    common.add_argument("--speed", type=_non_negative, default=None,
+                        help="1 = real time, 10 = 10x faster, 0 = as fast as possible "
+                        "(default: 1 for --pty/--port, 0 for --out)")
+    common.add_argument("--device-id", type=_device_id, default=1, metavar="N",
+                        help="device id in every frame, 0-65535 (default: 1)")
+    common.add_argument("--link", metavar="PATH",
+                        help="with --pty, keep a symlink PATH pointing at the current pty "
+                        "(it changes after a disconnect fault)")
+    common.add_argument("--wait-for-reader", action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help="with --pty, send nothing until a reader has opened the pty, and "
+                        "pause while it is gone (default: wait)")
+    common.add_argument("--baudrate", type=int, default=115200,
+                        help="with --port (default: 115200)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Simulated wrist wearable (PPG + accelerometer) speaking wire protocol v1.",
+        description="Simulated wearable (PPG, accelerometer, ECG, BP cuff, CGM) speaking wire "
+        "protocol v1.",
         epilog="Docs: docs/simulator.md. Exit status: 0 ok or stopped by a signal, "
         "1 output failed while streaming, 2 usage error.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("list", help="list the built-in scenarios")
+    outputs = _output_options()
 
     run = commands.add_parser(
         "run",
+        parents=[outputs],
         help="simulate a scenario and stream it",
         description="Simulate a scenario and stream its frames to exactly one output. "
-        "With --pty, stdout gets exactly one line, 'PTY /dev/pts/N', before streaming.",
+        "With --pty, stdout gets exactly one line per device, 'PTY /dev/pts/N', before "
+        "streaming.",
     )
     which = run.add_mutually_exclusive_group()
     which.add_argument("--scenario", default="normal",
@@ -118,22 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="your own scenario, a TOML file (format: docs/simulator.md)")
     run.add_argument("--seed", type=int, default=0,
                      help="random seed: same seed, same bytes (default: 0)")
-    out = run.add_mutually_exclusive_group(required=True)
-    out.add_argument("--pty", action="store_true",
-                     help="create a pseudo-terminal and print 'PTY <path>' on stdout")
-    out.add_argument("--port", metavar="URL",
-                     help="serial port or pyserial URL: /dev/ttyUSB0, loop://, socket://h:p")
-    out.add_argument("--out", metavar="FILE",
-                     help="write raw wire bytes to FILE ('-' = stdout), the recording format")
-    run.add_argument("--speed", type=_non_negative, default=None,
-                     help="1 = real time, 10 = 10x faster, 0 = as fast as possible "
-                     "(default: 1 for --pty/--port, 0 for --out)")
     run.add_argument("--truth", metavar="FILE",
-                     help="also write per-second ground truth as JSON lines")
-    run.add_argument("--device-id", type=_device_id, default=1, metavar="N",
-                     help="device id in every frame, 0-65535 (default: 1)")
+                     help="also write per-second ground truth as JSON lines (with --devices, "
+                     "one file per device: FILE-1, FILE-2, ...)")
     run.add_argument("--duration", type=_duration, metavar="S",
                      help="seconds to stream: cuts the scenario or extends its last segment")
+    run.add_argument("--devices", type=_count, default=1, metavar="N",
+                     help="with --pty, N wearables on N pseudo-terminals (ids from --device-id "
+                     "up, seeds from --seed up)")
     run.add_argument("--ppg-rate", type=_rate, default=64.0, metavar="HZ",
                      help="PPG sample rate (default: 64)")
     run.add_argument("--acc-rate", type=_rate, default=32.0, metavar="HZ",
@@ -148,18 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="inject a fault, repeatable: detach@30:10[,mode=saturated], "
                      "lead_off, motion[,level=G], drop, corrupt, reboot, drift[,ppm=N], "
                      "disconnect, cgm_gap (docs/simulator.md)")
-    run.add_argument("--link", metavar="PATH",
-                     help="with --pty, keep a symlink PATH pointing at the current pty "
-                     "(it changes after a disconnect fault)")
     run.add_argument("--noise", type=_non_negative, default=1.0,
                      help="scales sensor noise, drift and motion artefact: 0 clean, 1 typical "
                      "(default), 3 poor contact")
-    run.add_argument("--wait-for-reader", action=argparse.BooleanOptionalAction, default=True,
-                     help="with --pty, send nothing until a reader has opened the pty, and "
-                     "pause while it is gone (default: wait)")
-    run.add_argument("--baudrate", type=int, default=115200,
-                     help="with --port (default: 115200)")
-    run.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+
+    replay = commands.add_parser(
+        "replay",
+        parents=[outputs],
+        help="stream a real recording (CSV or PhysioNet WFDB) like a device",
+        description="Stream a recording over the same path as a simulated device: a CSV file "
+        "(docs/recording-csv.md) or a WFDB record (name.hea; needs the 'wfdb' package).",
+    )
+    replay.add_argument("file", metavar="FILE", help="recording.csv or a WFDB record (.hea)")
     return parser
 
 
@@ -193,50 +229,94 @@ def _stop_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _open_writer(args: argparse.Namespace) -> Writer:
+def _open_writer(args: argparse.Namespace, link: str | None = None) -> Writer:
     if args.pty:
         # The one line other programs parse; again after each simulated disconnect.
-        return PtyWriter(wait_for_reader=args.wait_for_reader, link=args.link,
+        return PtyWriter(wait_for_reader=args.wait_for_reader, link=link,
                          on_open=lambda path: print(f"PTY {path}", flush=True))
     if args.port:
         return SerialWriter(args.port, baudrate=args.baudrate)
     return FileWriter(args.out)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _recordings(args: argparse.Namespace) -> list[Recording]:
+    if args.command == "replay":
+        return [load_recording(args.file)]
     if args.scenario_file:
         scenario = load_scenario(args.scenario_file)
     else:
         scenario = get_scenario(args.scenario)
     if args.duration is not None:
         scenario = scenario.with_duration(args.duration)
-    recording = simulate(scenario, args.seed, ppg_rate=args.ppg_rate, acc_rate=args.acc_rate,
-                         noise=args.noise, ecg_rate=args.ecg_rate, channels=args.channels,
-                         faults=args.fault)
+    # Device i gets seed + i: the same people every run, but different from one another.
+    recordings = [simulate(scenario, args.seed + i, ppg_rate=args.ppg_rate,
+                           acc_rate=args.acc_rate, noise=args.noise, ecg_rate=args.ecg_rate,
+                           channels=args.channels, faults=args.fault)
+                  for i in range(args.devices)]
     if args.truth:
-        try:
-            recording.truth.to_jsonl(args.truth)
-        except OSError as err:
-            raise SimulatorError(
-                f"cannot write truth file {args.truth!r} ({err.strerror}); check the directory"
-            ) from None
+        for i, rec in enumerate(recordings):
+            path = args.truth if args.devices == 1 else _numbered(args.truth, i + 1)
+            try:
+                rec.truth.to_jsonl(path)
+            except OSError as err:
+                raise SimulatorError(
+                    f"cannot write truth file {path!r} ({err.strerror}); check the directory"
+                ) from None
+    return recordings
+
+
+def _numbered(path: str, n: int) -> str:
+    """truth.jsonl -> truth-3.jsonl: one file per device."""
+    root, ext = os.path.splitext(path)
+    return f"{root}-{n}{ext}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    if getattr(args, "devices", 1) > 1 and not args.pty:
+        raise SimulatorError("--devices N needs --pty (one pseudo-terminal per device)")
+    recordings = _recordings(args)
     speed = args.speed if args.speed is not None else (0.0 if args.out else 1.0)
-    writer = _open_writer(args)
-    finished = False
-    try:
-        stats = writer.play(stream(recording, args.device_id), speed,
-                            hangups=windows(recording.faults, "disconnect"))
-        finished = True
-    except WearableError as err:  # the output failed mid-stream: not a usage error
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        writer.close(drain=finished)
-    logging.getLogger(__name__).info(
-        "sent %d frames, %d bytes, %.1f s of device time", stats.frames, stats.bytes,
-        stats.device_time_s,
-    )
-    return 0
+    writers: list[Writer] = []
+    for i in range(len(recordings)):
+        link = args.link if args.link is None or len(recordings) == 1 else _numbered(args.link,
+                                                                                   i + 1)
+        writers.append(_open_writer(args, link))
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def play(rec: Recording, device_id: int, writer: Writer) -> None:
+        finished = False
+        try:
+            stats = writer.play(stream(rec, device_id), speed, stop=stop,
+                                hangups=windows(rec.faults, "disconnect"))
+            finished = not stats.stopped
+            log.info("device %d: sent %d frames, %d bytes, %.1f s of device time", device_id,
+                     stats.frames, stats.bytes, stats.device_time_s)
+        except WearableError as err:  # the output failed mid-stream: not a usage error
+            failures.append(str(err))
+        finally:
+            writer.close(drain=finished)
+
+    jobs = [(rec, args.device_id + i, w)
+            for i, (rec, w) in enumerate(zip(recordings, writers, strict=True))]
+    if len(jobs) == 1:
+        play(*jobs[0])
+    else:
+        threads = [threading.Thread(target=play, args=job, name=f"device-{job[1]}", daemon=True)
+                   for job in jobs]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.1)
+        finally:
+            stop.set()  # a signal: let every device stop and close its pty
+            for thread in threads:
+                thread.join(5)
+    for message in failures:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -117,6 +117,7 @@ class Recording:
     lead_off: dict[str, np.ndarray] = field(default_factory=dict)  # channel -> bool per sample
     faults: tuple[Fault, ...] = ()  # frame- and writer-level faults still to apply
     channels: tuple[str, ...] = DEFAULT_CHANNELS  # what the device streams
+    ppg_scale: float = 1.0  # a.u. per ADC count on the wire (real recordings may differ)
 
     @property
     def duration_s(self) -> int:

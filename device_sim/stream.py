@@ -29,7 +29,7 @@ from device_sim.glucose import CGM_PERIOD_S
 from device_sim.physiology import CUFF_INTERVAL_S, Recording
 from wire.protocol import MAX_PAYLOAD, Channel, Flag, Frame, encode_frame
 
-PPG_SCALE = 1.0
+PPG_SCALE = 1.0  # simulated PPG; a replayed recording may carry its own (Recording.ppg_scale)
 ACC_SCALE = 1.0 / 4096.0
 ECG_SCALE = 1.0 / 1000.0  # mV per count: 1 uV resolution, +-32 mV range
 CGM_SCALE = 1.0  # mg/dL
@@ -150,7 +150,8 @@ def frames(
     channels = []
     if "ppg" in rec.channels:
         channels.append(_channel_frames(Channel.PPG, rec.ppg, rec.ppg_rate, np.dtype("<i4"),
-                                        PPG_SCALE, lead_off=rec.lead_off.get("ppg"), **common))
+                                        rec.ppg_scale, lead_off=rec.lead_off.get("ppg"),
+                                        **common))
     if "acc" in rec.channels:
         channels.append(_channel_frames(Channel.ACCEL, rec.acc, rec.acc_rate, np.dtype("<i2"),
                                         ACC_SCALE, **common))

@@ -53,6 +53,12 @@ def test_list_shows_every_scenario_with_its_description(capsys) -> None:
     (["run", "--device-id", "70000", "--out", "x.bin"], "0 to 65535"),
     (["run", "--scenario", "normal"], "one of the arguments --pty --port --out is required"),
     (["frobnicate"], "invalid choice"),
+    (["run", "--fault", "melt@3", "--out", "x.bin"], "argument --fault: unknown fault 'melt'"),
+    (["run", "--fault", "detach", "--out", "x.bin"], "is not KIND@START[:DURATION]"),
+    (["run", "--channels", "ppg,eeg", "--out", "x.bin"], "argument --channels"),
+    (["run", "--devices", "0", "--pty"], "argument --devices"),
+    (["replay", "nothing.txt", "--out", "x.bin"], "neither a .csv file nor a WFDB record"),
+    (["replay", "missing.csv", "--out", "x.bin"], "cannot read 'missing.csv'"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args: list[str], needle: str, tmp_path) -> None:
     result = sim(*args, cwd=tmp_path)
