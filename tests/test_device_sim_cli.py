@@ -115,8 +115,10 @@ def test_pty_end_to_end_through_pyserial() -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_stop_cleanly(sig: signal.Signals) -> None:
-    proc = start("run", "--scenario", "normal", "--port", "loop://")
-    time.sleep(1.0)
+    # The PTY line comes once the handlers are in place: no race with a loaded machine.
+    proc = start("run", "--scenario", "normal", "--pty", "--no-wait-for-reader")
+    assert proc.stdout.readline().startswith("PTY ")
+    time.sleep(0.3)  # streaming, blocked on the full pty buffer
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and err == "" and out == ""
