@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edge.alarm import AlarmEvent
-from edge.estimate import Estimate
+from edge.estimate import GOOD, Estimate
+from edge.news2 import news2_score
 
 VITALS_SCHEMA = "wearable-edge/vitals/1"
 ALARM_SCHEMA = "wearable-edge/alarm/1"
@@ -79,6 +80,8 @@ def vitals_payload(e: Estimate, node: str) -> dict[str, Any]:
         "quality": e.quality,
         "motion_g": None if e.motion_g is None else round(e.motion_g, 4),
         "model": e.model,
+        # Only a trustworthy estimate gets an early-warning score.
+        "news2": news2_score(e.vital, e.value) if e.quality == GOOD else None,
     }
 
 
