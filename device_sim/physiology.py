@@ -533,7 +533,9 @@ class _Ecg:
     def ecg(self, t: np.ndarray, rate: float, noise: float) -> np.ndarray:
         idx = np.searchsorted(self.beats, t)  # the next R peak
         y = np.zeros_like(t)
-        for j in (-2, -1, 0, 1):  # T waves reach ~0.5 s after R; P waves ~0.25 s before
+        # The previous beat's S and T waves, the next beat's P and Q: T ends well inside
+        # the shortest RR (280 ms in AF), so no other beat reaches a sample.
+        for j in (-1, 0):
             k = np.clip(idx + j, 0, len(self.beats) - 1)
             tau = t - self.beats[k]
             stretch = np.sqrt(np.clip(self.rr[k], 0.25, 2.0))
