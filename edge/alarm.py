@@ -100,7 +100,11 @@ class Alarm:
         t, c = estimate.device_time_s, self.rule.config
         self.last = estimate
         if self.active_id is None:
-            if not self.rule.crossed(estimate):
+            if self.onset_s is None and not self.rule.crossed(estimate):
+                return None
+            # A pending crossing survives a noisy estimate just inside the limit: only a
+            # clear recovery (past the hysteresis) restarts the condition delay.
+            if self.onset_s is not None and self.rule.recovered(estimate):
                 self.onset_s = None
                 return None
             if self.onset_s is None:

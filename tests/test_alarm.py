@@ -17,14 +17,14 @@ def run(engine, series, quality=GOOD):
 
 
 def test_raised_after_the_condition_delay_and_cleared_once_with_hysteresis():
-    engine = AlarmEngine(AlarmsConfig())  # hr_high 120, hysteresis 5, delay 4 s, clear 4 s
+    engine = AlarmEngine(AlarmsConfig())  # hr_high 120, hysteresis 5, delay 2 s, clear 4 s
     series = [(t, 80) for t in range(0, 10, 2)]
     series += [(t, 130) for t in range(10, 30, 2)]  # above from t=10
     series += [(t, 118) for t in range(30, 40, 2)]  # below 120 but inside the hysteresis band
     series += [(t, 100) for t in range(40, 60, 2)]  # recovered from t=40
     events = run(engine, series)
     assert [(e.condition, e.event, e.device_time_s) for e in events] == [
-        ("hr_high", "raised", 14), ("hr_high", "cleared", 44)]
+        ("hr_high", "raised", 12), ("hr_high", "cleared", 44)]
     raised, cleared = events
     assert raised.alarm_id == cleared.alarm_id and raised.onset_s == 10
     assert raised.priority == "medium" and raised.kind == "physiological"
@@ -32,8 +32,15 @@ def test_raised_after_the_condition_delay_and_cleared_once_with_hysteresis():
 
 
 def test_short_excursion_below_the_delay_raises_nothing():
-    engine = AlarmEngine(AlarmsConfig())
-    assert run(engine, [(0, 80), (2, 150), (4, 150), (6, 80), (8, 150), (10, 80)]) == []
+    engine = AlarmEngine(AlarmsConfig())  # delay 2 s: one estimate past the limit is not enough
+    assert run(engine, [(0, 80), (2, 150), (4, 80), (6, 150), (8, 80), (10, 150), (12, 80)]) == []
+
+
+def test_a_noisy_estimate_just_inside_the_limit_does_not_restart_the_delay():
+    engine = AlarmEngine(AlarmsConfig(hr_high=ThresholdAlarmConfig(threshold=120, delay_s=4)))
+    # 118 is inside the limit but not past the 5-bpm hysteresis: the crossing still counts.
+    events = run(engine, [(0, 80), (2, 130), (4, 118), (6, 131)])
+    assert [(e.event, e.device_time_s, e.onset_s) for e in events] == [("raised", 6, 2)]
 
 
 def test_hovering_at_the_limit_is_one_alarm_not_a_storm():
@@ -97,7 +104,7 @@ def test_unacknowledged_high_priority_alarm_is_re_announced_until_acknowledged()
     engine = high_priority_engine()
     events = run(engine, [(t, 140) for t in range(0, 60, 2)])
     assert [(e.event, e.device_time_s) for e in events] == [
-        ("raised", 4), ("reminder", 24), ("reminder", 44)]
+        ("raised", 2), ("reminder", 22), ("reminder", 42)]
     (ack,) = engine.acknowledge("d1", "hr_high", "nurse")
     assert (ack.event, ack.operator, ack.alarm_id) == ("acknowledged", "nurse", events[0].alarm_id)
     assert run(engine, [(t, 140) for t in range(60, 120, 2)]) == []  # no more reminders
