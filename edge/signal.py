@@ -91,7 +91,11 @@ def rate_ratio(model_rate: float, sensor_rate: float) -> Fraction:
     0.18 s an hour, for rates such as 800.04 Hz; exact for rates like 100, 117 or 99.97 Hz).
     """
     exact = Fraction(f"{model_rate:.6g}") / Fraction(f"{sensor_rate:.6g}")
-    return exact.limit_denominator(MAX_DENOMINATOR)
+    ratio = exact.limit_denominator(MAX_DENOMINATOR)
+    if ratio == 0:
+        raise ValueError(f"sensor rate {sensor_rate:g} Hz is more than {MAX_DENOMINATOR} times "
+                         f"the model rate {model_rate:g} Hz")
+    return ratio
 
 
 class Resampler:

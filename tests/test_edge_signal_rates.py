@@ -65,6 +65,11 @@ def test_rate_ratios_are_exact_for_the_rates_devices_report(rate, up, down):
     assert rate_ratio(32.0, rate) == Fraction(up, down)
 
 
+def test_a_sensor_rate_beyond_the_ratio_limit_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"1e\+09 Hz is more than 10000 times the model rate"):
+        Conditioner(1e9, 32.0, BAND)
+
+
 @pytest.mark.parametrize(("rate", "factor"), [(64.0, 2), (32.0, 1), (256.0, 8), (64.00001, 2)])
 def test_integer_ratios_keep_the_plain_decimator(rate, factor):
     resampler = Conditioner(rate, 32.0, BAND).resampler
