@@ -7,13 +7,18 @@
 """
 
 from device_sim.errors import ScenarioError, SimulatorError, WriterError
+from device_sim.faults import FAULT_KINDS, Fault, parse_fault
 from device_sim.physiology import Recording, Truth, simulate, synthesize
+from device_sim.recordings import RecordingError, load_recording
 from device_sim.scenarios import (
     ACTIVITIES,
+    CHANNELS,
+    Event,
     Scenario,
     Segment,
     Trajectory,
     get_scenario,
+    load_scenario,
     random_scenario,
     scenario_names,
 )
@@ -21,7 +26,12 @@ from device_sim.stream import frames, stream
 
 __all__ = [
     "ACTIVITIES",
+    "CHANNELS",
+    "FAULT_KINDS",
+    "Event",
+    "Fault",
     "Recording",
+    "RecordingError",
     "Scenario",
     "ScenarioError",
     "Segment",
@@ -31,6 +41,9 @@ __all__ = [
     "WriterError",
     "frames",
     "get_scenario",
+    "load_recording",
+    "load_scenario",
+    "parse_fault",
     "random_scenario",
     "scenario_names",
     "simulate",

@@ -122,3 +122,38 @@ def test_signals_stop_cleanly(sig: signal.Signals) -> None:
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and err == "" and out == ""
+
+
+def test_cli_disconnect_fault_reopens_the_pty_behind_a_stable_link(tmp_path) -> None:
+    link = tmp_path / "wrist"
+    proc = start("run", "--scenario", "tachycardia", "--duration", "12", "--pty", "--speed",
+                 "0", "--link", str(link), "--fault", "disconnect@5:2")
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("PTY ") and os.path.realpath(link) == first.split()[1]
+        decoder, got, opened = Decoder(), [], 0
+        deadline = time.monotonic() + 30
+        while opened < 2 and time.monotonic() < deadline:
+            try:
+                port = serial.Serial(str(link), timeout=0.5)
+            except (serial.SerialException, OSError):
+                time.sleep(0.01)
+                continue
+            opened += 1
+            with port:
+                while True:
+                    try:
+                        got += decoder.feed(port.read(max(1, port.in_waiting)))
+                    except serial.SerialException:
+                        break
+        assert proc.wait(timeout=10) == 0
+        second = proc.stdout.readline()
+        assert second.startswith("PTY ") and proc.stdout.read() == ""
+    finally:
+        proc.kill()
+    full = simulate(get_scenario("tachycardia").with_duration(12), 0)
+    expected = [t for t, _ in stream(full) if not 5 <= t < 7]
+    assert len(got) == len(expected)
+    assert decoder.stats.frames_lost == len(list(stream(full))) - len(expected)
+    assert decoder.stats.crc_errors == decoder.stats.malformed == 0
+    assert not link.exists()  # removed at the end
