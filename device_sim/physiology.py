@@ -76,15 +76,17 @@ class Truth:
     sbp_mmhg: np.ndarray = field(default_factory=_empty)  # systolic pressure
     dbp_mmhg: np.ndarray = field(default_factory=_empty)  # diastolic pressure
     glucose_mg_dl: np.ndarray = field(default_factory=_empty)  # plasma glucose
+    pat_ms: np.ndarray = field(default_factory=_empty)  # pulse arrival time, R peak -> PPG foot
     rhythm: np.ndarray = field(default_factory=_empty)  # "sinus" or "af"
     faults: list[list[str]] = field(default_factory=list)  # kinds of the faults active
 
     def rows(self) -> Iterator[dict]:
         """One dict per second: t, hr_bpm, motion, resp_rate_bpm, sbp_mmhg, dbp_mmhg,
-        glucose_mg_dl, rhythm, faults (whichever this truth has)."""
+        glucose_mg_dl, pat_ms, rhythm, faults (whichever this truth has)."""
         columns = {"hr_bpm": self.hr_bpm, "motion": self.motion,
                    "resp_rate_bpm": self.resp_rate_bpm, "sbp_mmhg": self.sbp_mmhg,
-                   "dbp_mmhg": self.dbp_mmhg, "glucose_mg_dl": self.glucose_mg_dl}
+                   "dbp_mmhg": self.dbp_mmhg, "glucose_mg_dl": self.glucose_mg_dl,
+                   "pat_ms": self.pat_ms}
         columns = {k: v for k, v in columns.items() if len(v)}
         for i, t in enumerate(self.t):
             row = {"t": int(t)} | {k: round(float(v[i]), 3) for k, v in columns.items()}
@@ -247,6 +249,7 @@ def synthesize(
         sbp_mmhg=trajectory.sbp_mmhg.astype(float).copy(),
         dbp_mmhg=trajectory.dbp_mmhg.astype(float).copy(),
         glucose_mg_dl=glucose.per_second(glucose_min, n_sec),
+        pat_ms=1000.0 * np.interp(seconds + 0.5, heart.beats, heart.onset - heart.beats),
         rhythm=np.where(trajectory.af, "af", "sinus"),
         faults=active_kinds(faults, n_sec),
     )
@@ -353,6 +356,7 @@ class _Latent:
     resp_hz: np.ndarray
     dbp: np.ndarray  # diastolic pressure, mmHg
     af: np.ndarray  # bool, atrial fibrillation
+    pat_offset_s: float = 0.0
 
     @classmethod
     def draw(cls, traj: Trajectory, rng: np.random.Generator) -> _Latent:
@@ -370,7 +374,7 @@ class _Latent:
         resp_phase = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.cumsum(resp_hz) / CONTROL_RATE
         dbp = np.interp(tc, centres, traj.dbp_mmhg)
         af = traj.af[np.clip(np.floor(tc).astype(int), 0, n_sec - 1)]
-        return cls(tc, hr, motion, step_hz, resp_phase, resp_hz, dbp, af)
+        return cls(tc, hr, motion, step_hz, resp_phase, resp_hz, dbp, af, traj.pat_offset_s)
 
     def at(self, t: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.interp(t, self.tc, values)
@@ -435,7 +439,7 @@ class _Heart:
             amp = np.where(in_af, amp * np.clip(prev / np.median(prev), 0.4, 1.3) ** 0.8, amp)
         # Transit to the wrist gets shorter as diastolic pressure stiffens the arteries;
         # zero at the reference 80 mmHg, so the HR-only model above is the calibration point.
-        pat = pat + _transit_delta(np.interp(beats, lat.tc, lat.dbp))
+        pat = pat + _transit_delta(np.interp(beats, lat.tc, lat.dbp)) + lat.pat_offset_s
         riiv = rng.uniform(0.1, 0.3) * np.sin(lat.resp_phase + rng.uniform(-0.5, 0.5))
         return cls(beats, beats + pat, amp, mu1, s1, a2, mu2, s2, (lat.tc, riiv))
 

@@ -146,6 +146,7 @@ class Trajectory:
     meal_g: np.ndarray | None = None  # carbohydrate eaten at the start of that second
     bolus_u: np.ndarray | None = None  # insulin bolus given at the start of that second
     basal_glucose_mg_dl: float = 110.0  # where the basal insulin holds fasting glucose
+    pat_offset_s: float = 0.0  # this subject's pulse arrival time minus the population's
 
     def __post_init__(self) -> None:
         n = len(self.hr_bpm)
@@ -171,6 +172,8 @@ class Scenario:
     faults: tuple[Fault, ...] = ()
     channels: tuple[str, ...] = DEFAULT_CHANNELS  # what the device streams
     basal_glucose_mg_dl: float = 110.0
+    # The subject's own pulse arrival time offset (PEP, arm length): what a cuff calibrates.
+    pat_offset_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.segments:
@@ -188,6 +191,8 @@ class Scenario:
             raise ScenarioError(
                 f"basal glucose {self.basal_glucose_mg_dl} mg/dL is outside 40-400 mg/dL"
             )
+        if not (-150 <= self.pat_offset_ms <= 150):
+            raise ScenarioError(f"PAT offset {self.pat_offset_ms} ms is outside +-150 ms")
 
     @classmethod
     def custom(
@@ -284,7 +289,7 @@ class Scenario:
                 meal[int(event.at_s)] += event.meal_g
                 bolus[int(event.at_s)] += event.bolus_u
         return Trajectory(hr, motion, cadence, sbp, dbp, af, meal, bolus,
-                          self.basal_glucose_mg_dl)
+                          self.basal_glucose_mg_dl, self.pat_offset_ms / 1000.0)
 
 
 # Scenario files: [[segment]], [[event]] and [[fault]] tables; see docs/simulator.md.
@@ -296,6 +301,7 @@ _TOP_KEYS: dict[str, tuple[tuple[type, ...], float | None, float | None, str]] =
     "description": ((str,), None, None, "one line of text"),
     "channels": ((list,), None, None, f"a list from {list(CHANNELS)}"),
     "basal_glucose_mg_dl": (_NUMBER, 40, 400, "fasting glucose in mg/dL, e.g. 110"),
+    "pat_offset_ms": (_NUMBER, -150, 150, "the subject's pulse arrival time offset in ms"),
     "segment": ((list,), None, None, "[[segment]] tables"),
     "event": ((list,), None, None, "[[event]] tables"),
     "fault": ((list,), None, None, "[[fault]] tables"),
@@ -431,6 +437,7 @@ def load_scenario(path: str | os.PathLike) -> Scenario:
             tuple(built["fault"]),
             tuple(data.get("channels", DEFAULT_CHANNELS)),
             float(data.get("basal_glucose_mg_dl", 110.0)),
+            float(data.get("pat_offset_ms", 0.0)),
         )
     except ScenarioError as err:
         raise ScenarioError(f"{where(None, 0, 'channels')}{err}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -35,9 +36,10 @@ def test_ecg_r_peaks_are_the_beats() -> None:
     assert len(peaks) == pytest.approx(len(beats), abs=2)
 
 
-def pulse_arrival_ms(dbp: float) -> float:
+def pulse_arrival_ms(dbp: float, offset_ms: float = 0.0) -> float:
     """Median R-peak -> PPG maximum-upstroke delay, at 500 Hz with no noise."""
     scen = Scenario.custom([Segment(40, 70, sbp_mmhg=dbp + 45, dbp_mmhg=dbp)])
+    scen = dataclasses.replace(scen, pat_offset_ms=offset_ms)
     rec = simulate(scen, 3, ppg_rate=500.0, noise=0.0)
     slope = np.gradient(rec.ppg)
     delays = []
@@ -52,6 +54,13 @@ def test_pulse_arrival_shortens_as_pressure_rises() -> None:
     assert low > ref > high
     # Moens-Korteweg with the documented constants: about 1 ms per mmHg around 80 mmHg.
     assert 20 < low - ref < 40 and 25 < ref - high < 50
+    # The subject's own offset (what a cuff reading calibrates) shifts it as a whole.
+    assert pulse_arrival_ms(80, offset_ms=30) - ref == pytest.approx(30, abs=3)
+
+
+def test_truth_pat_follows_pressure() -> None:
+    rec = simulate("hypertensive-crisis", 2)
+    assert rec.truth.pat_ms[:100].mean() - rec.truth.pat_ms[-100:].mean() > 30
 
 
 def test_atrial_fibrillation_is_irregular_and_in_the_truth() -> None:
@@ -125,5 +134,5 @@ def test_truth_rows_have_every_vital(tmp_path) -> None:
 
     row = json.loads(path.read_text().splitlines()[20])
     assert set(row) == {"t", "hr_bpm", "motion", "resp_rate_bpm", "sbp_mmhg", "dbp_mmhg",
-                        "glucose_mg_dl", "rhythm", "faults"}
+                        "glucose_mg_dl", "pat_ms", "rhythm", "faults"}
     assert row["rhythm"] == "sinus" and row["faults"] == [] and row["sbp_mmhg"] == 120
