@@ -150,7 +150,10 @@ class Publisher:
     def _send_durable(self, msg_id: str, topic: str, payload: bytes, qos: int) -> None:
         with self._lock:
             info = self.client.publish(topic, payload, qos=qos)
-            if info.rc == mqtt.MQTT_ERR_SUCCESS:  # else it stays in the outbox for later
+            # NO_CONN: the link died under us and paho keeps the message queued to send on
+            # reconnect; tracking its mid stops the outbox re-send from duplicating it.
+            # Anything else (queue full): it stays in the outbox for the next re-send.
+            if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 self._inflight[info.mid] = msg_id
 
     def tick(self) -> None:
