@@ -1,12 +1,16 @@
-"""`wearable-sim`: stream a simulated wearable to a pty, a serial port or a file.
+"""`wearable-sim`: stream a simulated wearable (or a real recording) to a pty, a serial port
+or a file.
 
     wearable-sim list
     wearable-sim run --scenario tachycardia --seed 1 --pty
     wearable-sim run --scenario exercise --port socket://localhost:7000 --speed 10
     wearable-sim run --scenario normal --out normal.bin --truth normal.jsonl
+    wearable-sim run --scenario-file mine.toml --channels all --fault detach@30:10 --pty
+    wearable-sim run --scenario normal --devices 8 --pty
+    wearable-sim replay recording.csv --pty --speed 10
 
 Exit status: 0 done (or stopped by SIGINT/SIGTERM), 1 the output failed while streaming,
-2 a usage error (unknown scenario, bad rate, port that cannot be opened).
+2 a usage error (unknown scenario, bad file, bad rate, port that cannot be opened).
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ The models, smallest first (references in docs/simulator.md):
   sensor-skin movement (inertial acceleration and its square), with random per-recording
   coupling. At running cadence the step frequency can sit right on the heart rate.
 - Sensor: slow drift of the DC level, white noise, accelerometer noise.
+- AF: irregularly irregular beats (independent gamma RR) inside AF episodes.
+- Blood pressure moves the pulse arrival time (Moens-Korteweg); ECG (Gaussian P-QRS-T per
+  beat, f-waves in AF) shares the beat times; cuff readings; glucose (glucose.py) and CGM.
+- Signal-level faults (faults.py): detached sensor, ECG lead-off, motion bursts, CGM gaps.
 
 Everything random comes from one numpy Generator, so a seed reproduces a recording exactly.
 Latent, slow signals are computed on a 50 Hz control grid and evaluated at the exact sample

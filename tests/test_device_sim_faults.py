@@ -32,7 +32,8 @@ def through_pty(rec, tmp_path: Path) -> tuple[Decoder, list[Frame], list[str]]:
     items = list(stream(rec, device_id=3))
     link = tmp_path / "wearable"
     paths: list[str] = []
-    writer = PtyWriter(link=link, on_open=paths.append)
+    # pyserial flushes its input while opening; on a loaded machine that can take a while.
+    writer = PtyWriter(link=link, on_open=paths.append, settle_s=1.0)
     done = threading.Event()
 
     def play() -> None:
