@@ -69,7 +69,8 @@ class ChannelTrack:
 
     @property
     def end(self) -> int:
-        """Model-rate index one past the newest sample received."""
+        """Model-rate index one past the newest sample the received input yields (a resampled
+        channel lags by its filter's half length, 10 model periods)."""
         return 0 if self.conditioner is None else self.conditioner.ready(self.next_k)
 
     def add(self, frame: Frame) -> None:
