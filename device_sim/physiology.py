@@ -11,6 +11,8 @@ The models, smallest first (references in docs/simulator.md):
   behind a dicrotic notch). Their timing follows the left-ventricular ejection time, which
   shortens with HR (Weissler's regression), so pulses get narrower and the diastolic wave
   moves in and flattens as HR rises. The pulse reaches the wrist after a pulse arrival time.
+  Blood pressure stiffens the arteries: the reflected wave returns earlier and larger, and the
+  pulse grows with the pulse pressure (nothing changes at the reference 120/80 mmHg).
   Breathing modulates pulse amplitude (RIAV) and the baseline (RIIV).
 - Wrist motion: arm swing locked to the step cadence (one swing per two steps) rotates the
   gravity vector and adds tangential and centripetal acceleration; each step adds a foot-strike
@@ -62,6 +64,11 @@ CUFF_FIRST_S, CUFF_INTERVAL_S = 30.0, 300.0  # a reading takes ~30 s; then every
 # Pulse transit to the wrist (Moens-Korteweg with Hughes' E = E0 exp(alpha P)): PWV grows as
 # exp(alpha P / 2) with the pressure at the wave foot, the diastolic; see docs/simulator.md.
 PWV_REF_M_S, DBP_REF_MMHG, PWV_ALPHA_PER_MMHG = 4.7, DEFAULT_BP_MMHG[1], 0.017
+SBP_REF_MMHG = DEFAULT_BP_MMHG[0]
+# The reflected wave travels heart -> major reflection site (aortic bifurcation, ~0.5 m
+# effective reflecting distance) and back, during systole: at the mean arterial pressure.
+REFLECTION_PATH_M = 0.5
+MAP_REF_MMHG = DBP_REF_MMHG + (SBP_REF_MMHG - DBP_REF_MMHG) / 3
 
 
 def _empty() -> np.ndarray:
@@ -359,6 +366,7 @@ class _Latent:
     resp_phase: np.ndarray  # breathing phase, rad
     resp_hz: np.ndarray
     dbp: np.ndarray  # diastolic pressure, mmHg
+    sbp: np.ndarray  # systolic pressure, mmHg
     af: np.ndarray  # bool, atrial fibrillation
     pat_offset_s: float = 0.0
 
@@ -377,8 +385,10 @@ class _Latent:
         resp_hz *= 1.0 + 0.08 * _band_noise(rng, len(tc), CONTROL_RATE, 0.0, 0.05)
         resp_phase = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.cumsum(resp_hz) / CONTROL_RATE
         dbp = np.interp(tc, centres, traj.dbp_mmhg)
+        sbp = np.interp(tc, centres, traj.sbp_mmhg)
         af = traj.af[np.clip(np.floor(tc).astype(int), 0, n_sec - 1)]
-        return cls(tc, hr, motion, step_hz, resp_phase, resp_hz, dbp, af, traj.pat_offset_s)
+        return cls(tc, hr, motion, step_hz, resp_phase, resp_hz, dbp, sbp, af,
+                   traj.pat_offset_s)
 
     def at(self, t: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.interp(t, self.tc, values)
@@ -443,7 +453,16 @@ class _Heart:
             amp = np.where(in_af, amp * np.clip(prev / np.median(prev), 0.4, 1.3) ** 0.8, amp)
         # Transit to the wrist gets shorter as diastolic pressure stiffens the arteries;
         # zero at the reference 80 mmHg, so the HR-only model above is the calibration point.
-        pat = pat + _transit_delta(np.interp(beats, lat.tc, lat.dbp)) + lat.pat_offset_s
+        dbp = np.interp(beats, lat.tc, lat.dbp)
+        pat = pat + _transit_delta(dbp) + lat.pat_offset_s
+        # Pressure shapes the pulse too (exactly nothing at the reference 120/80 mmHg, so a
+        # seed's PPG there is unchanged): stiffer arteries return the reflected wave earlier
+        # and larger; a wider pulse pressure makes a larger volume pulse.
+        sbp = np.interp(beats, lat.tc, lat.sbp)
+        shift, gain = _reflection(sbp, dbp)
+        mu2 = np.maximum(mu2 + shift, 0.75 * lvet)  # never before the systolic peak
+        a2 = np.minimum(a2 * gain, 1.0)
+        amp = amp * (np.maximum(sbp - dbp, 10.0) / (SBP_REF_MMHG - DBP_REF_MMHG))
         riiv = rng.uniform(0.1, 0.3) * np.sin(lat.resp_phase + rng.uniform(-0.5, 0.5))
         return cls(beats, beats + pat, amp, mu1, s1, a2, mu2, s2, (lat.tc, riiv))
 
@@ -481,6 +500,18 @@ def _transit_delta(dbp: np.ndarray, path_m: float = 0.75) -> np.ndarray:
     P_ref) / 2): about -1.1 ms/mmHg near 80 mmHg."""
     pwv = PWV_REF_M_S * np.exp(PWV_ALPHA_PER_MMHG * (dbp - DBP_REF_MMHG) / 2)
     return path_m / pwv - path_m / PWV_REF_M_S
+
+
+def _reflection(sbp: np.ndarray, dbp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(delay change s, amplitude gain) of the reflected wave against the reference 120/80
+    mmHg. It returns after 2 L / PWV, L the effective reflecting distance, PWV at the mean
+    arterial pressure (Moens-Korteweg with Hughes' E, as for the transit time); its size
+    relative to the systolic wave scales with PWV (augmentation: stiffer arteries reflect
+    more, and sooner, onto systole). Exactly (0, 1) at the reference."""
+    mean = dbp + (sbp - dbp) / 3
+    pwv = PWV_REF_M_S * np.exp(PWV_ALPHA_PER_MMHG * (mean - MAP_REF_MMHG) / 2)
+    shift = 2 * REFLECTION_PATH_M * (1 / pwv - 1 / PWV_REF_M_S)
+    return shift, pwv / PWV_REF_M_S
 
 
 def _af_beats(sinus: np.ndarray, lat: _Latent, rng: np.random.Generator) -> np.ndarray:

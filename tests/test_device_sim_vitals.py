@@ -12,6 +12,7 @@ from scipy import signal
 
 from device_sim import Scenario, Segment, get_scenario, simulate, stream
 from device_sim.glucose import CGM_PERIOD_S
+from device_sim.physiology import _reflection
 from device_sim.stream import frames
 from wire.protocol import Channel, Decoder, SampleType
 
@@ -61,6 +62,41 @@ def test_pulse_arrival_shortens_as_pressure_rises() -> None:
 def test_truth_pat_follows_pressure() -> None:
     rec = simulate("hypertensive-crisis", 2)
     assert rec.truth.pat_ms[:100].mean() - rec.truth.pat_ms[-100:].mean() > 30
+
+
+def pulse_shape(sbp: float, dbp: float) -> tuple[float, float, float]:
+    """Clean 60 bpm PPG at 500 Hz: median (systolic peak -> diastolic peak delay s, diastolic
+    / systolic height above the foot, systolic height a.u.) over beats with a diastolic peak
+    (at high pressure it can merge into a shoulder)."""
+    fs = 500.0
+    scen = Scenario.custom([Segment(40, 60, sbp_mmhg=sbp, dbp_mmhg=dbp)])
+    y = simulate(scen, 3, ppg_rate=fs, noise=0.0).ppg
+    peaks, _ = signal.find_peaks(y, distance=int(0.6 * fs))
+    shapes = []
+    for p in peaks[2:-2]:
+        foot = y[p - int(0.3 * fs):p].min()
+        after = y[p:p + int(0.5 * fs)]
+        late, _ = signal.find_peaks(after)
+        if len(late):
+            q = late[0]
+            shapes.append((q / fs, (after[q] - foot) / (y[p] - foot), y[p] - foot))
+    assert len(shapes) > 15
+    delay, ratio, height = np.median(shapes, axis=0)
+    return float(delay), float(ratio), float(height)
+
+
+def test_reflected_wave_comes_earlier_and_larger_with_pressure() -> None:
+    low, ref, high = pulse_shape(110, 70), pulse_shape(120, 80), pulse_shape(170, 110)
+    # Stiffer arteries (higher PWV): the reflected wave returns sooner and larger.
+    assert low[0] > ref[0] > high[0] and low[0] - high[0] > 0.05
+    assert low[1] < ref[1] < high[1] and high[1] - low[1] > 0.08
+    # Pulse pressure 60 vs 40 mmHg: a larger volume pulse.
+    assert high[2] > 1.3 * low[2]
+
+
+def test_pressure_leaves_the_reference_pulse_exactly_alone() -> None:
+    shift, gain = _reflection(np.array([120.0]), np.array([80.0]))
+    assert shift[0] == 0.0 and gain[0] == 1.0
 
 
 def test_atrial_fibrillation_is_irregular_and_in_the_truth() -> None:
