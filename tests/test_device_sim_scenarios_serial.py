@@ -5,56 +5,18 @@ decoder sees clean frames, or exactly what the scenario's scripted faults imply.
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import serial
+from pty_replay import through_pty
 
-from device_sim import Fault, get_scenario, scenario_names, simulate, stream
+from device_sim import Fault, get_scenario, scenario_names, simulate
 from device_sim.faults import in_windows, windows
 from device_sim.physiology import Recording
 from device_sim.stream import frames
-from device_sim.writers import PtyWriter
-from wire.protocol import Decoder, Flag, Frame
+from wire.protocol import Flag
 
 DURATION_S = 90  # long scenarios (sleep, normal-day, the glucose ones) are cut the same way
-
-
-def through_pty(rec: Recording, tmp_path: Path) -> tuple[Decoder, list[Frame]]:
-    """Play `rec` into a PtyWriter at full speed and read it back with pyserial through the
-    writer's link, opening it again whenever the line hangs up (as in the fault tests)."""
-    items = list(stream(rec, device_id=3))
-    link = tmp_path / "wearable"
-    # pyserial flushes its input while opening; on a loaded machine that can take a while.
-    writer = PtyWriter(link=link, settle_s=1.0)
-    done = threading.Event()
-
-    def play() -> None:
-        with writer:
-            writer.play(items, speed=0, hangups=windows(rec.faults, "disconnect"))
-        done.set()
-
-    thread = threading.Thread(target=play, daemon=True)
-    thread.start()
-    decoder, got = Decoder(), []
-    deadline = time.monotonic() + 30
-    while not done.is_set() and time.monotonic() < deadline:
-        try:
-            port = serial.Serial(str(link), timeout=0.2)
-        except (serial.SerialException, OSError):  # between unplug and re-plug
-            time.sleep(0.01)
-            continue
-        with port:
-            while True:
-                try:
-                    got += decoder.feed(port.read(max(1, port.in_waiting)))
-                except serial.SerialException:  # hang-up: unplugged, or the end
-                    break
-    thread.join(timeout=10)
-    assert not thread.is_alive()
-    return decoder, got
 
 
 def implied(rec: Recording) -> dict[str, int]:
@@ -87,7 +49,7 @@ def check(scenario, tmp_path: Path) -> None:
     expected = implied(rec)
     if not scenario.faults:
         assert set(expected.values()) == {0}
-    decoder, got = through_pty(rec, tmp_path)
+    decoder, got, _ = through_pty(rec, tmp_path)
     stats = decoder.stats.as_dict()
     assert stats["crc_errors"] + stats["malformed"] == expected.pop("damaged"), stats
     for key, value in expected.items():
