@@ -22,6 +22,7 @@ from wire import Channel, Flag, Frame
 GOOD = "good"
 SENSOR = "sensor"  # gap, lead-off, clipping or a flat line in the window
 _BAD_FLAGS = Flag.LEAD_OFF | Flag.SATURATED
+MOTION = "motion"  # a jump under motion: the model most likely locked onto the arm swing
 ACC_ABSENT_S = 5.0  # no accelerometer frame for this long: estimate from the PPG alone
 
 
@@ -150,6 +151,7 @@ class ModelRunner:
                                                 m.filter_order)
                        for c in m.channels}
         self.next_end = self.size
+        self.gate = MotionArtefactGate()
 
     def add(self, frame: Frame) -> list[Estimate]:
         track = self.tracks.get(frame.channel)
@@ -191,9 +193,43 @@ class ModelRunner:
         elif acc_window is not None and acc_window[1]:
             quality = "motion_unknown"
         value = self.model.predict(self.feature(ppg, acc, **self.params))
+        motion_g = None if acc is None else motion_rms_g(acc)
+        if not self.gate.accepts(value, motion_g) and quality == GOOD:
+            quality = MOTION
         m = self.model.manifest
-        return Estimate(self.device, m.task, value, m.unit, quality,
-                        None if acc is None else motion_rms_g(acc), end_s, self.label)
+        return Estimate(self.device, m.task, value, m.unit, quality, motion_g, end_s,
+                        self.label)
+
+
+class MotionArtefactGate:
+    """Flags an estimate that jumps away from the recent ones while the wearer moves.
+
+    Under motion the PPG model sometimes locks onto the arm-swing cadence for a window or two
+    (isolated 120-190 bpm readings in a 95 bpm walk: bench/alarms.py). A heart does not jump
+    tens of beats per minute in a few seconds while walking, so such an estimate is published
+    with quality "motion" and does not drive alarms. At rest nothing is gated: a real sudden
+    tachycardia must alarm within 10 s.
+    """
+
+    MOTION_G = 0.05  # RMS band-passed acceleration above which the wearer counts as moving
+    JUMP_BPM = 20.0  # further than this from the median of the recent estimates: a jump
+    HISTORY = 5  # estimates (10 s at a 2 s hop)
+
+    def __init__(self) -> None:
+        self._accepted: list[float] = []
+        self._rejected: list[float] = []
+
+    def accepts(self, value: float, motion_g: float | None) -> bool:
+        ok = (motion_g is None or motion_g < self.MOTION_G or len(self._accepted) < 3
+              or abs(value - float(np.median(self._accepted))) <= self.JUMP_BPM)
+        if not ok:
+            self._rejected = [*self._rejected, value][-3:]
+            # Three readings that agree with each other: the heart really is there now.
+            ok = len(self._rejected) == 3 and np.ptp(self._rejected) <= self.JUMP_BPM
+        if ok:
+            self._accepted = [*self._accepted, value][-self.HISTORY :]
+            self._rejected = []
+        return ok
 
 
 def _input_signature(model: Model) -> tuple:
