@@ -222,14 +222,16 @@ class MotionArtefactGate:
     def accepts(self, value: float, motion_g: float | None) -> bool:
         ok = (motion_g is None or motion_g < self.MOTION_G or len(self._accepted) < 3
               or abs(value - float(np.median(self._accepted))) <= self.JUMP_BPM)
-        if not ok:
-            self._rejected = [*self._rejected, value][-3:]
-            # Three readings that agree with each other: the heart really is there now.
-            ok = len(self._rejected) == 3 and np.ptp(self._rejected) <= self.JUMP_BPM
         if ok:
             self._accepted = [*self._accepted, value][-self.HISTORY :]
             self._rejected = []
-        return ok
+            return True
+        self._rejected = [*self._rejected, value][-3:]
+        if len(self._rejected) == 3 and np.ptp(self._rejected) <= self.JUMP_BPM:
+            # Three readings that agree with each other: the heart really is there now.
+            self._accepted, self._rejected = self._rejected, []
+            return True
+        return False
 
 
 def _input_signature(model: Model) -> tuple:
