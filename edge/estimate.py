@@ -214,6 +214,8 @@ class MotionArtefactGate:
     MOTION_G = 0.05  # RMS band-passed acceleration above which the wearer counts as moving
     JUMP_BPM = 20.0  # further than this from the median of the recent estimates: a jump
     HISTORY = 5  # estimates (10 s at a 2 s hop)
+    # A real new level reads steady; a lock onto the arm swing wanders by more than this.
+    AGREE_BPM = 8.0
 
     def __init__(self) -> None:
         self._accepted: list[float] = []
@@ -227,7 +229,7 @@ class MotionArtefactGate:
             self._rejected = []
             return True
         self._rejected = [*self._rejected, value][-3:]
-        if len(self._rejected) == 3 and np.ptp(self._rejected) <= self.JUMP_BPM:
+        if len(self._rejected) == 3 and np.ptp(self._rejected) <= self.AGREE_BPM:
             # Three readings that agree with each other: the heart really is there now.
             self._accepted, self._rejected = self._rejected, []
             return True
