@@ -22,6 +22,41 @@ OUTPUT_KINDS = ("affine", "expectation")
 
 
 @dataclass(frozen=True)
+class Preprocessing:
+    """The manifest fields that say how raw samples become one model input. Training cuts its
+    windows with it and the runtime reads it back from the manifest: one description."""
+
+    channels: tuple[str, ...]
+    sample_rate_hz: float
+    window_s: float
+    hop_s: float
+    bandpass_hz: tuple[float, float]
+    filter_order: int
+    features: str
+    feature_params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_s * self.sample_rate_hz)
+
+    @property
+    def hop_samples(self) -> int:
+        return round(self.hop_s * self.sample_rate_hz)
+
+    def manifest_fields(self) -> dict[str, Any]:
+        return {
+            "channels": list(self.channels),
+            "sample_rate_hz": self.sample_rate_hz,
+            "window_s": self.window_s,
+            "hop_s": self.hop_s,
+            "bandpass_hz": list(self.bandpass_hz),
+            "filter_order": self.filter_order,
+            "features": self.features,
+            "feature_params": dict(self.feature_params),
+        }
+
+
+@dataclass(frozen=True)
 class TensorSpec:
     shape: list[int]
     dtype: str  # "int8" for the shipped full-integer models
@@ -55,12 +90,10 @@ class Manifest:
     format: str = BUNDLE_FORMAT
 
     @property
-    def window_samples(self) -> int:
-        return round(self.window_s * self.sample_rate_hz)
-
-    @property
-    def hop_samples(self) -> int:
-        return round(self.hop_s * self.sample_rate_hz)
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(tuple(self.channels), self.sample_rate_hz, self.window_s,
+                             self.hop_s, (self.bandpass_hz[0], self.bandpass_hz[1]),
+                             self.filter_order, self.features, dict(self.feature_params))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,7 +7,6 @@ windows, checked for quality, turned into features by edge.features and run on t
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -141,7 +140,7 @@ class ModelRunner:
     def __init__(self, device: str, model: Model) -> None:
         m = model.manifest
         self.device, self.model = device, model
-        self.size, self.hop = m.window_samples, m.hop_samples
+        self.size, self.hop = m.preprocessing.window_samples, m.preprocessing.hop_samples
         self.rate = m.sample_rate_hz
         self.feature = get_feature(m.features)
         self.params = dict(m.feature_params, fs=m.sample_rate_hz)
@@ -236,14 +235,6 @@ class MotionArtefactGate:
         return False
 
 
-def _input_signature(model: Model) -> tuple:
-    """What decides how a model's input is cut and computed: equal signatures can share the
-    buffered, conditioned samples."""
-    m = model.manifest
-    return (tuple(m.channels), m.sample_rate_hz, m.window_s, m.hop_s, tuple(m.bandpass_hz),
-            m.filter_order, m.features, json.dumps(m.feature_params, sort_keys=True))
-
-
 class DeviceEstimator:
     """All models for one device."""
 
@@ -252,15 +243,16 @@ class DeviceEstimator:
         self.runners = [ModelRunner(device, model) for model in models]
 
     def replace_models(self, models: list[Model]) -> None:
-        """Swap in new models. A model whose input signature is unchanged takes over its
+        """Swap in new models. A model whose preprocessing is unchanged takes over its
         predecessor's buffers, so no window is lost; others start filling afresh."""
-        by_signature = {_input_signature(r.model): r for r in self.runners}
-        runners = []
+        old, runners = list(self.runners), []
         for model in models:
-            runner = by_signature.pop(_input_signature(model), None)
+            runner = next((r for r in old if r.model.manifest.preprocessing
+                           == model.manifest.preprocessing), None)
             if runner is None:
                 runner = ModelRunner(self.device, model)
             else:
+                old.remove(runner)
                 runner.model = model
                 runner.label = f"{model.manifest.name}@{model.manifest.version}"
             runners.append(runner)

@@ -8,47 +8,13 @@ feature function the manifest names. The runtime runs the same three steps block
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
+from edge.bundle import Preprocessing
 from edge.features import get_feature, motion_rms_g
 from edge.signal import Conditioner, SlidingWindow
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """The manifest fields that say how raw samples become one model input."""
-
-    channels: tuple[str, ...]
-    sample_rate_hz: float
-    window_s: float
-    hop_s: float
-    bandpass_hz: tuple[float, float]
-    filter_order: int
-    features: str
-    feature_params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def window_samples(self) -> int:
-        return round(self.window_s * self.sample_rate_hz)
-
-    @property
-    def hop_samples(self) -> int:
-        return round(self.hop_s * self.sample_rate_hz)
-
-    def manifest_fields(self) -> dict[str, Any]:
-        return {
-            "channels": list(self.channels),
-            "sample_rate_hz": self.sample_rate_hz,
-            "window_s": self.window_s,
-            "hop_s": self.hop_s,
-            "bandpass_hz": list(self.bandpass_hz),
-            "filter_order": self.filter_order,
-            "features": self.features,
-            "feature_params": dict(self.feature_params),
-        }
 
 
 @dataclass(frozen=True)
