@@ -174,9 +174,11 @@ def bench_end_to_end(cycles: int, speed: float) -> dict:
     os.close(master)
     os.close(slave)
 
+    model_rate = load_model(MODELS / "hr.json").manifest.sample_rate_hz
+
     def completing_write(t_end: float) -> float:
         """When the last frame the window ending at t_end needed was written."""
-        last_sample = t_end - 1 / 32.0 - 1e-6
+        last_sample = t_end - 1 / model_rate - 1e-6
         needed = {}
         for wall, channel, end_time in written:
             if end_time >= last_sample and channel not in needed:

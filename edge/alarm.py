@@ -232,4 +232,6 @@ class AlarmEngine:
         return events
 
     def active(self) -> list[tuple[str, str]]:
-        return [key for key, alarm in self._alarms.items() if alarm.active_id is not None]
+        # Called for the status topic from other threads while the reader thread may add a
+        # rule's first alarm: iterate over a snapshot (list() of a dict is atomic).
+        return [key for key, alarm in list(self._alarms.items()) if alarm.active_id is not None]
