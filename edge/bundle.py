@@ -30,7 +30,7 @@ class Preprocessing:
     sample_rate_hz: float
     window_s: float
     hop_s: float
-    bandpass_hz: tuple[float, float]
+    bandpass_hz: tuple[float, ...]  # (low, high) Hz; () for no filter (e.g. CGM readings)
     filter_order: int
     features: str
     feature_params: dict[str, Any] = field(default_factory=dict)
@@ -80,7 +80,9 @@ class Manifest:
     feature_params: dict[str, Any]
     input: TensorSpec
     output: TensorSpec
-    # "affine": estimate = scale * y + offset; "expectation": estimate = sum(p_i * values_i)
+    # "affine": estimate_i = scale_i * y_i + offset_i (scale/offset a number or a list, one
+    # per output); "expectation": estimate = sum(p_i * values_i). output_params["names"]
+    # names the estimates of a model with several outputs (e.g. ["systolic", "diastolic"]).
     output_kind: str
     output_params: dict[str, Any]
     sha256: str
@@ -92,7 +94,7 @@ class Manifest:
     @property
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(tuple(self.channels), self.sample_rate_hz, self.window_s,
-                             self.hop_s, (self.bandpass_hz[0], self.bandpass_hz[1]),
+                             self.hop_s, tuple(self.bandpass_hz),
                              self.filter_order, self.features, dict(self.feature_params))
 
     def to_dict(self) -> dict[str, Any]:

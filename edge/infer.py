@@ -113,8 +113,14 @@ class Model:
             return y.astype(np.float64)
         return (y.astype(np.float64) - spec.zero_point) * spec.scale
 
-    def predict(self, features: np.ndarray) -> float:
+    def estimates(self, features: np.ndarray) -> np.ndarray:
+        """Every output of the model for one window, in the units of the manifest (named by
+        its output_params["names"] when there are several)."""
         return self._decode(self.raw(features))
+
+    def predict(self, features: np.ndarray) -> float:
+        """The first (for most models, the only) estimate."""
+        return float(self.estimates(features)[0])
 
 
 @contextlib.contextmanager
@@ -135,18 +141,20 @@ def _native_stderr_silenced() -> Iterator[None]:
 
 
 def _output_decoder(manifest: Manifest):
-    params = manifest.output_params
-    if manifest.output_kind == "affine":
-        scale, offset = float(params["scale"]), float(params["offset"])
-        return lambda y: float(y.reshape(-1)[0] * scale + offset)
+    """Dequantised output -> the model's estimates, one per output (see Manifest)."""
+    params, size = manifest.output_params, int(np.prod(manifest.output.shape))
+    if manifest.output_kind == "affine":  # estimate_i = scale_i * y_i + offset_i
+        scale = np.broadcast_to(np.asarray(params["scale"], dtype=np.float64), (size,))
+        offset = np.broadcast_to(np.asarray(params["offset"], dtype=np.float64), (size,))
+        return lambda y: y.reshape(-1) * scale + offset
     values = np.asarray(params["values"], dtype=np.float64)
-    if values.shape != (int(np.prod(manifest.output.shape)),):
+    if values.shape != (size,):
         raise ModelError(f"{manifest.name}: {len(values)} output values for an output of shape "
                          f"{manifest.output.shape}")
 
-    def expectation(p: np.ndarray) -> float:
+    def expectation(p: np.ndarray) -> np.ndarray:
         p = np.clip(p.reshape(-1), 0.0, None)
-        return float(p @ values / max(p.sum(), 1e-9))
+        return np.array([p @ values / max(p.sum(), 1e-9)])
 
     return expectation
 
