@@ -14,12 +14,18 @@ it. Time is the device's clock, so a replay raises exactly the alarms the live r
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
-from edge.config import AlarmsConfig, TechnicalAlarmConfig, ThresholdAlarmConfig
+from edge.config import (
+    AlarmsConfig,
+    StaleDataAlarmConfig,
+    TechnicalAlarmConfig,
+    ThresholdAlarmConfig,
+)
 from edge.errors import CommandError
-from edge.estimate import GOOD, SENSOR, Estimate
+from edge.estimate import GOOD, MOTION, MOTION_UNKNOWN, SENSOR, Estimate
 
 EVENTS = ("raised", "reminder", "silenced", "acknowledged", "cleared")
 
@@ -43,43 +49,98 @@ class AlarmEvent:
 
 @dataclass(frozen=True)
 class _Rule:
+    """One alarm condition. A threshold rule compares a field of an estimate with its limit;
+    a quality rule (technical) fires on the estimate's quality being one of `bad`."""
+
     condition: str
     vital: str
     label: str
     config: ThresholdAlarmConfig | TechnicalAlarmConfig
     kind: str = "physiological"
-    above: bool = True  # physiological: alarm above (True) or below (False) the threshold
+    above: bool = True  # threshold rules: alarm above (True) or below (False) the limit
+    field: str = ""  # threshold rules: "" for the estimate's value, else a key of its details
+    bad: frozenset[str] = frozenset()  # quality rules: the qualities that are the condition
+
+    def reading(self, e: Estimate) -> float | None:
+        return e.details.get(self.field) if self.field else e.value
+
+    def unit(self, e: Estimate) -> str:
+        return "mg/dL/min" if self.field.startswith("trend") else e.unit
 
     def crossed(self, e: Estimate) -> bool:
-        if self.kind == "technical":
-            return e.quality == SENSOR
-        c = self.config
-        return e.value > c.threshold if self.above else e.value < c.threshold
+        if self.bad:
+            return e.quality in self.bad
+        c, v = self.config, self.reading(e)
+        return v is not None and (v > c.threshold if self.above else v <= c.threshold)
 
     def recovered(self, e: Estimate) -> bool:
-        if self.kind == "technical":
+        if self.bad:
             return e.quality == GOOD
-        c = self.config
-        return (e.value <= c.threshold - c.hysteresis if self.above
-                else e.value >= c.threshold + c.hysteresis)
+        c, v = self.config, self.reading(e)
+        return v is not None and (v <= c.threshold - c.hysteresis if self.above
+                                  else v >= c.threshold + c.hysteresis)
 
     def describe(self, e: Estimate) -> str:
-        if self.kind == "technical":
-            return f"{self.label}: no usable signal (lead-off, gap, clipping or flat line)"
-        side = "above" if self.above else "below"
-        return f"{self.label}: {e.value:.0f} {e.unit} ({side} limit {self.config.threshold:g})"
+        if self.bad:
+            return self.label
+        v = self.reading(e)
+        if self.kind == "technical":  # a stale-data rule: the reading is an age in seconds
+            return f"{self.label}: nothing for {v / 60:.0f} min" if v >= 120 else (
+                f"{self.label}: nothing for {v:.0f} s")
+        side = "above" if self.above else "at or below"
+        return (f"{self.label}: {v:.1f} {self.unit(e)} ({side} limit "
+                f"{self.config.threshold:g})")
 
 
-def _rules(config: AlarmsConfig) -> list[_Rule]:
+def _stale(config: StaleDataAlarmConfig) -> ThresholdAlarmConfig:
+    """A stale-data alarm as a threshold on the data's age: raised the moment the age passes
+    the limit, cleared by the next reading."""
+    return ThresholdAlarmConfig(config.after_s, config.priority, hysteresis=0.0, delay_s=0.0,
+                                clear_delay_s=0.0, enabled=config.enabled)
+
+
+def _rules(c: AlarmsConfig) -> list[_Rule]:
+    trend, soon = "trend_mg_dl_per_min", "glucose_20min"
+    technical = "technical"
     rules = [
-        _Rule("hr_high", "heart_rate", "Heart rate high", config.hr_high),
-        _Rule("hr_low", "heart_rate", "Heart rate low", config.hr_low, above=False),
-        _Rule("ppg_sensor", "heart_rate", "PPG sensor problem", config.sensor, "technical"),
+        _Rule("hr_high", "heart_rate", "Heart rate high", c.hr_high),
+        _Rule("hr_low", "heart_rate", "Heart rate low", c.hr_low, above=False),
+        _Rule("sbp_high", "systolic_bp", "Systolic blood pressure high", c.sbp_high),
+        _Rule("sbp_low", "systolic_bp", "Systolic blood pressure low", c.sbp_low, above=False),
+        _Rule("dbp_high", "diastolic_bp", "Diastolic blood pressure high", c.dbp_high),
+        _Rule("glucose_urgent_low", "glucose", "Urgent low glucose", c.glucose_urgent_low,
+              above=False),
+        _Rule("glucose_low", "glucose", "Low glucose", c.glucose_low, above=False),
+        _Rule("glucose_high", "glucose", "High glucose", c.glucose_high),
+        _Rule("glucose_rising", "glucose", "Glucose rising fast", c.glucose_rising,
+              field=trend),
+        # Falling: the trend at or below minus the limit.
+        _Rule("glucose_falling", "glucose", "Glucose falling fast",
+              dataclasses.replace(c.glucose_falling, threshold=-c.glucose_falling.threshold),
+              above=False, field=trend),
+        _Rule("glucose_urgent_low_soon", "glucose", "Urgent low glucose soon (20-min "
+              "forecast)", c.glucose_urgent_low_soon, above=False, field=soon),
+        _Rule("ppg_sensor", "heart_rate", "PPG sensor problem: no usable signal (off the "
+              "skin, gap, clipping or flat line)", c.sensor, technical, bad=frozenset({SENSOR})),
+        _Rule("bp_sensor", "systolic_bp", "Blood-pressure signals unusable (ECG lead-off, PPG "
+              "off the skin, gap or flat line)", c.bp_sensor, technical,
+              bad=frozenset({SENSOR})),
+        _Rule("motion", "heart_rate", "Heart rate unreliable: sustained motion artefact",
+              c.motion, technical, bad=frozenset({MOTION, MOTION_UNKNOWN})),
+        _Rule("cgm_stale", CGM_AGE, "No CGM reading", _stale(c.cgm_stale), technical),
+        _Rule("cgm_lost", CGM_AGE, "CGM signal lost", _stale(c.cgm_lost), technical),
+        _Rule("no_data", DATA_AGE, "No data from the wearable", _stale(c.no_data), technical),
+        _Rule("model_error", RUNTIME, "Model reload failed: the previous model keeps running",
+              TechnicalAlarmConfig(delay_s=0.0, clear_delay_s=0.0), technical,
+              bad=frozenset({RELOAD_FAILED})),
     ]
     return [rule for rule in rules if rule.config.enabled]
 
 
-CONDITIONS = ("hr_high", "hr_low", "ppg_sensor")
+# Observations that are not vitals: the age of a data source, the runtime's own health.
+CGM_AGE, DATA_AGE, RUNTIME = "cgm_age_s", "data_age_s", "runtime"
+RELOAD_FAILED = "reload_failed"
+CONDITIONS = tuple(rule.condition for rule in _rules(AlarmsConfig()))
 
 
 class Alarm:
@@ -128,8 +189,8 @@ class Alarm:
             self.condition_over = True
             return None
         ended = f"{self.rule.label} ended" + (
-            f": {estimate.value:.0f} {estimate.unit}" if self.rule.kind == "physiological"
-            else "")
+            f": {round(self.rule.reading(estimate), 1):g} {self.rule.unit(estimate)}"
+            if self.rule.kind == "physiological" else "")
         return self.end("cleared", ended)
 
     def _reminder(self, estimate: Estimate) -> AlarmEvent | None:
@@ -165,11 +226,11 @@ class Alarm:
     def _event(self, kind: str, estimate: Estimate, message: str = "",
                operator: str = "") -> AlarmEvent:
         rule, c = self.rule, self.rule.config
-        physiological = rule.kind == "physiological"
+        measured = not rule.bad
         return AlarmEvent(
             self.active_id or "", self.device, rule.condition, kind, c.priority, rule.kind,
-            estimate.value if physiological else None,
-            c.threshold if physiological else None, estimate.unit,
+            rule.reading(estimate) if measured else None,
+            c.threshold if measured else None, rule.unit(estimate),
             message or rule.describe(estimate), estimate.device_time_s,
             self.onset_s if self.onset_s is not None else estimate.device_time_s, operator)
 
@@ -187,8 +248,7 @@ class AlarmEngine:
     def update(self, estimate: Estimate) -> list[AlarmEvent]:
         events = []
         for rule in self._rules:
-            if rule.vital != estimate.vital or (
-                    rule.kind == "physiological" and estimate.quality != GOOD):
+            if rule.vital != estimate.vital or (not rule.bad and estimate.quality != GOOD):
                 continue
             key = (estimate.device, rule.condition)
             alarm = self._alarms.get(key)

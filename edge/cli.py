@@ -16,6 +16,7 @@ EPILOG = """examples:
   wearable-edge run --config /etc/wearable-edge/edge.toml
   wearable-edge check --config edge.toml
   wearable-edge replay recording.bin --models models --out events.jsonl
+  wearable-edge replay walk.csv --out -        (or a PhysioNet WFDB record: rec01.hea)
 docs: docs/configuration.md, docs/mqtt.md, docs/replay.md"""
 
 
@@ -32,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config and its models, then exit")
     check.add_argument("--config", required=True, type=Path)
     rep = sub.add_parser("replay", help="run the pipeline over a recording file, fast")
-    rep.add_argument("recording", type=Path, help="wire-protocol recording (wearable-sim --out)")
+    rep.add_argument("recording", type=Path,
+                     help="wire-protocol recording (wearable-sim run --out), CSV file "
+                          "(docs/recording-csv.md) or WFDB record (name.hea or name)")
     rep.add_argument("--config", type=Path, help="TOML config (alarm limits, models_dir)")
     rep.add_argument("--models", type=Path, help="model bundle folder (overrides models_dir)")
     rep.add_argument("--device", default="replay", help="device name in topics/payloads")
@@ -98,13 +101,19 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     elif args.out == "-":
         summary = replay(config, models, args.recording, sys.stdout, args.device)
     else:
-        with open(args.out, "w") as out:
+        try:
+            out = open(args.out, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as err:
+            raise WearableError(f"output {args.out} cannot be written: {err.strerror}; check "
+                                "the directory, or use --out - for stdout") from None
+        with out:
             summary = replay(config, models, args.recording, out, args.device)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.messages.items())) or "no messages"
     f = summary.frames
-    print(f"replayed {summary.device_seconds:.0f} s of device time in "
+    notes = "".join(f"; {note}" for note in summary.notes)
+    print(f"replayed {summary.device_seconds:.0f} s of device time ({summary.kind}) in "
           f"{summary.wall_seconds:.2f} s ({summary.speed:.0f}x real time): {counts}; "
-          f"{f['frames_ok']} frames, {f['crc_errors']} CRC errors, {f['frames_lost']} lost",
+          f"{f['frames_ok']} frames, {f['crc_errors']} CRC errors, {f['frames_lost']} lost{notes}",
           file=sys.stderr)
     return 0
 

@@ -1,4 +1,5 @@
-"""Operator commands over MQTT: acknowledge or silence an active alarm.
+"""Operator commands over MQTT: acknowledge or silence an active alarm; calibrate the
+cuffless blood pressure with a cuff reading.
 
 A command is JSON on `<prefix>/<node>/<device>/cmd`; the answer goes to
 `<prefix>/<node>/<device>/reply`. Every command names its operator and carries that operator's
@@ -18,11 +19,14 @@ from edge.alarm import CONDITIONS
 from edge.config import CommandsConfig
 from edge.errors import CommandError
 
-COMMANDS = ("acknowledge", "silence")
+COMMANDS = ("acknowledge", "silence", "calibrate")
 _FIELDS = {
     "acknowledge": {"id", "operator", "token", "command", "condition"},
     "silence": {"id", "operator", "token", "command", "condition", "minutes"},
+    "calibrate": {"id", "operator", "token", "command", "systolic", "diastolic"},
 }
+# A cuff reading outside these is a typo or a failed measurement, not a calibration.
+SYSTOLIC_RANGE, DIASTOLIC_RANGE, MIN_PULSE_PRESSURE = (60.0, 260.0), (30.0, 160.0), 10.0
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,10 @@ class Command:
     id: str
     operator: str
     command: str
-    condition: str
+    condition: str = ""
     minutes: float = 0.0
+    systolic: float = 0.0  # calibrate: the cuff reading, mmHg
+    diastolic: float = 0.0
 
 
 def parse_command(payload: bytes, config: CommandsConfig) -> Command:
@@ -59,6 +65,14 @@ def parse_command(payload: bytes, config: CommandsConfig) -> Command:
     if unknown:
         raise CommandError(f"unknown field {unknown[0]!r} for {name}; valid: "
                              f"{', '.join(sorted(_FIELDS[name]))}", command_id)
+    if name == "calibrate":
+        systolic = _number(data, "systolic", SYSTOLIC_RANGE, command_id)
+        diastolic = _number(data, "diastolic", DIASTOLIC_RANGE, command_id)
+        if systolic - diastolic < MIN_PULSE_PRESSURE:
+            raise CommandError(f"systolic {systolic:g} must exceed diastolic {diastolic:g} by "
+                               f"at least {MIN_PULSE_PRESSURE:g} mmHg", command_id)
+        return Command(data["id"], data["operator"], name, systolic=systolic,
+                       diastolic=diastolic)
     if data.get("condition") not in CONDITIONS:
         raise CommandError(f"field 'condition' must be one of {', '.join(CONDITIONS)}",
                              command_id)
@@ -70,6 +84,16 @@ def parse_command(payload: bytes, config: CommandsConfig) -> Command:
             raise CommandError(f"field 'minutes' must be a number in (0, "
                                  f"{config.max_silence_min:g}]", command_id)
     return Command(data["id"], data["operator"], name, data["condition"], float(minutes))
+
+
+def _number(data: dict[str, Any], key: str, bounds: tuple[float, float],
+            command_id: str | None) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            bounds[0] <= value <= bounds[1]):
+        raise CommandError(f"field '{key}' must be a cuff reading in mmHg from {bounds[0]:g} "
+                           f"to {bounds[1]:g}, not {value!r}", command_id)
+    return float(value)
 
 
 def reply_payload(node: str, device: str, command_id: str | None, ok: bool, reason: str,

@@ -1,18 +1,22 @@
 """Per-device estimation: wire frames in, vital-sign estimates out (no I/O here).
 
-For each model: every channel it consumes is placed on the device's own clock (frame
-timestamps), gaps are held and marked bad, conditioned by edge.signal, cut into the model's
-windows, checked for quality, turned into features by edge.features and run on the model.
+Waveform models (heart rate, blood pressure): every channel a model consumes is placed on the
+device's own clock (frame timestamps), gaps are held and marked bad, conditioned by
+edge.signal, cut into the model's windows, checked for quality, turned into features by
+edge.features and run on the model. Glucose: each CGM reading is an estimate of its own, with
+its trend and, when the glucose model is loaded and the history is complete, its forecasts.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.errors import StreamError
+from edge.errors import CommandError, ModelError, StreamError
 from edge.features import get_feature, motion_rms_g
 from edge.infer import Model
 from edge.signal import Conditioner
@@ -22,19 +26,23 @@ GOOD = "good"
 SENSOR = "sensor"  # gap, lead-off, clipping or a flat line in the window
 _BAD_FLAGS = Flag.LEAD_OFF | Flag.SATURATED
 MOTION = "motion"  # a jump under motion: the model most likely locked onto the arm swing
-ACC_ABSENT_S = 5.0  # no accelerometer frame for this long: estimate from the PPG alone
+MOTION_UNKNOWN = "motion_unknown"  # the accelerometer data for the window was damaged
+UNCALIBRATED = "uncalibrated"  # cuffless BP before a cuff calibration: a trend, not a value
+QUALITIES = (GOOD, SENSOR, MOTION, MOTION_UNKNOWN, UNCALIBRATED)
+CHANNEL_ABSENT_S = 5.0  # no frame of a channel for this long: window without it (or skipped)
 
 
 @dataclass(frozen=True)
 class Estimate:
     device: str
-    vital: str  # the model's task, e.g. "heart_rate"
+    vital: str  # e.g. "heart_rate", "systolic_bp", "glucose"
     value: float
     unit: str
-    quality: str  # "good", or why the window is not trustworthy
+    quality: str  # one of QUALITIES: "good", or why the value is not trustworthy
     motion_g: float | None  # None: the device has no accelerometer (motion unknown)
-    device_time_s: float  # device clock at the end of the window
+    device_time_s: float  # device clock at the end of the window (or of the reading)
     model: str  # name@version
+    details: Mapping[str, float | None] = field(default_factory=dict)  # e.g. forecasts
 
 
 class ChannelTrack:
@@ -135,7 +143,10 @@ class ChannelTrack:
 
 
 class ModelRunner:
-    """Windows one device's channels as one model's manifest says and runs the model."""
+    """Windows one device's waveform channels as one model's manifest says and runs the
+    model. The first channel paces the windows; the others must cover the same span, except
+    the accelerometer, which is optional (a PPG-only wearable: motion unknown). Subclasses
+    turn the model's outputs into estimates."""
 
     def __init__(self, device: str, model: Model) -> None:
         m = model.manifest
@@ -145,12 +156,11 @@ class ModelRunner:
         self.feature = get_feature(m.features)
         self.params = dict(m.feature_params, fs=m.sample_rate_hz)
         self.label = f"{m.name}@{m.version}"
-        band = (m.bandpass_hz[0], m.bandpass_hz[1])
-        self.tracks = {Channel[c]: ChannelTrack(self.label, Channel[c], m.sample_rate_hz, band,
-                                                m.filter_order)
-                       for c in m.channels}
+        self.channels = [Channel[c] for c in m.channels]
+        self.primary = self.channels[0]
+        self.tracks = {c: ChannelTrack(self.label, c, m.sample_rate_hz, tuple(m.bandpass_hz),
+                                       m.filter_order) for c in self.channels}
         self.next_end = self.size
-        self.gate = MotionArtefactGate()
 
     def add(self, frame: Frame) -> list[Estimate]:
         track = self.tracks.get(frame.channel)
@@ -158,46 +168,198 @@ class ModelRunner:
             return []
         if frame.flags & Flag.BOOT:  # the device restarted: its clock starts again at 0
             track.reset()
-            if frame.channel == Channel.PPG:
+            if frame.channel == self.primary:
                 self.next_end = self.size
         track.add(frame)
         return self._ready_windows()
 
     def _ready_windows(self) -> list[Estimate]:
-        ppg = self.tracks[Channel.PPG]
-        acc = self.tracks.get(Channel.ACCEL)
+        primary = self.tracks[self.primary]
         estimates = []
-        if self.next_end < ppg.start + self.size:  # stream started late: align to it
-            self.next_end = ppg.start + self.size + (-(ppg.start) % self.hop)
-        while self.next_end <= ppg.end:
+        if self.next_end < primary.start + self.size:  # stream started late: align to it
+            self.next_end = primary.start + self.size + (-(primary.start) % self.hop)
+        while self.next_end <= primary.end:
             start, end = self.next_end - self.size, self.next_end
             end_s = end / self.rate
-            acc_window = acc.window(start, end) if acc is not None else None
-            if acc is not None and acc_window is None and acc.last_time_s > end_s - ACC_ABSENT_S:
-                break  # accelerometer data for this window is still on its way
-            estimates.append(self._estimate(ppg.window(start, end), acc_window, end_s))
+            windows = {}
+            for channel, track in self.tracks.items():
+                windows[channel] = track.window(start, end)
+                if windows[channel] is None and track.last_time_s > end_s - CHANNEL_ABSENT_S:
+                    return self._discard(estimates)  # its data is still on the way
+            if all(w is not None for c, w in windows.items() if c != Channel.ACCEL):
+                estimates += self._estimate(windows, end_s)
             self.next_end += self.hop
+        return self._discard(estimates)
+
+    def _discard(self, estimates: list[Estimate]) -> list[Estimate]:
         for track in self.tracks.values():
             track.discard_before(self.next_end - self.size)
         return estimates
 
-    def _estimate(self, ppg_window: tuple[np.ndarray, bool],
-                  acc_window: tuple[np.ndarray, bool] | None, end_s: float) -> Estimate:
-        ppg, ppg_bad = ppg_window
-        ppg = ppg[:, 0]
-        acc = acc_window[0] if acc_window is not None else None
+    def _estimate(self, windows: dict[Channel, tuple[np.ndarray, bool] | None],
+                  end_s: float) -> list[Estimate]:
         quality = GOOD
-        if ppg_bad or float(np.std(ppg)) == 0.0:
-            quality = SENSOR
-        elif acc_window is not None and acc_window[1]:
-            quality = "motion_unknown"
-        value = self.model.predict(self.feature(ppg, acc, **self.params))
-        motion_g = None if acc is None else motion_rms_g(acc)
-        if not self.gate.accepts(value, motion_g) and quality == GOOD:
-            quality = MOTION
+        signals = []
+        for channel, window in windows.items():
+            if window is None:  # only the optional accelerometer can be missing
+                signals.append(None)
+                continue
+            values, bad = window
+            if channel == Channel.ACCEL:
+                quality = MOTION_UNKNOWN if bad and quality == GOOD else quality
+            elif bad or float(np.std(values)) == 0.0:
+                quality = SENSOR
+            # A one-axis channel is a 1-D signal to the feature function.
+            signals.append(values[:, 0] if values.shape[1] == 1 else values)
+        acc = windows.get(Channel.ACCEL)
+        motion_g = None if acc is None else motion_rms_g(acc[0])
+        outputs = self.model.estimates(self.feature(*signals, **self.params))
+        return self.interpret(outputs, quality, motion_g, end_s)
+
+    def interpret(self, outputs: np.ndarray, quality: str, motion_g: float | None,
+                  end_s: float) -> list[Estimate]:
         m = self.model.manifest
-        return Estimate(self.device, m.task, value, m.unit, quality, motion_g, end_s,
-                        self.label)
+        return [Estimate(self.device, m.task, float(outputs[0]), m.unit, quality, motion_g,
+                         end_s, self.label)]
+
+
+class HeartRateRunner(ModelRunner):
+    def __init__(self, device: str, model: Model) -> None:
+        super().__init__(device, model)
+        self.gate = MotionArtefactGate()
+
+    def interpret(self, outputs: np.ndarray, quality: str, motion_g: float | None,
+                  end_s: float) -> list[Estimate]:
+        (estimate,) = super().interpret(outputs, quality, motion_g, end_s)
+        if not self.gate.accepts(estimate.value, motion_g) and quality == GOOD:
+            estimate = Estimate(**{**vars(estimate), "quality": MOTION})
+        return [estimate]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A cuff reading and the offsets it gave the BP model's outputs (cuff - model)."""
+
+    systolic_mmhg: float
+    diastolic_mmhg: float
+    systolic_offset: float
+    diastolic_offset: float
+    model_sha256: str  # offsets belong to one model: a new model needs a new calibration
+    device_time_s: float
+    operator: str
+    time: str  # UTC, ISO 8601
+
+
+class BloodPressureRunner(ModelRunner):
+    """Cuffless SBP/DBP from ECG + PPG. The model's outputs track changes; a cuff reading
+    anchors them: offset = cuff - median of the model's good estimates in the last
+    CALIBRATION_SPAN_S. Until then estimates are published as "uncalibrated" and drive no
+    alarm."""
+
+    CALIBRATION_SPAN_S = 30.0
+    VITALS = ("systolic_bp", "diastolic_bp")
+
+    def __init__(self, device: str, model: Model) -> None:
+        super().__init__(device, model)
+        self.calibration: Calibration | None = None
+        self._recent: deque[tuple[float, np.ndarray]] = deque()
+
+    def interpret(self, outputs: np.ndarray, quality: str, motion_g: float | None,
+                  end_s: float) -> list[Estimate]:
+        if quality == GOOD:
+            self._recent.append((end_s, outputs))
+        while self._recent and self._recent[0][0] < end_s - self.CALIBRATION_SPAN_S:
+            self._recent.popleft()
+        cal = self.calibration
+        if cal is None:
+            values, quality = outputs, UNCALIBRATED if quality == GOOD else quality
+        else:
+            values = outputs + np.array([cal.systolic_offset, cal.diastolic_offset])
+        m = self.model.manifest
+        return [Estimate(self.device, vital, float(v), m.unit, quality, motion_g, end_s,
+                         self.label) for vital, v in zip(self.VITALS, values, strict=True)]
+
+    def calibrate(self, systolic: float, diastolic: float, operator: str,
+                  time: str) -> Calibration:
+        if not self._recent:
+            raise CommandError(f"no good blood-pressure estimate in the last "
+                               f"{self.CALIBRATION_SPAN_S:g} s to calibrate against; check "
+                               "the ECG electrodes and the PPG sensor, then send it again")
+        median = np.median([v for _, v in self._recent], axis=0)
+        self.calibration = Calibration(
+            systolic, diastolic, round(systolic - float(median[0]), 2),
+            round(diastolic - float(median[1]), 2), self.model.manifest.sha256,
+            self._recent[-1][0], operator, time)
+        return self.calibration
+
+
+class GlucoseRunner:
+    """CGM readings -> glucose estimates: the reading itself (alarms on it need no model),
+    its trend (least-squares slope over the last TREND_SPAN_S) and, with the glucose model,
+    its forecasts (e.g. `glucose_20min`), when the model's whole history is contiguous."""
+
+    PERIOD_S = 300.0  # one reading every 5 min
+    TREND_SPAN_S = 15 * 60.0
+    TREND_MIN_READINGS = 3
+
+    def __init__(self, device: str, model: Model | None) -> None:
+        self.device, self.model = device, model
+        self.history = 4
+        self.label = "cgm"
+        if model is not None:
+            m = model.manifest
+            self.feature = get_feature(m.features)
+            self.params = dict(m.feature_params, fs=m.sample_rate_hz)
+            self.history = max(self.history, m.preprocessing.window_samples)
+            self.names = m.output_params.get("names") or [m.task]
+            self.label = f"{m.name}@{m.version}"
+        self.readings: deque[tuple[float, float, bool]] = deque(maxlen=self.history)
+        self.last_reading_s: float | None = None
+
+    def add(self, frame: Frame) -> list[Estimate]:
+        if frame.channel != Channel.CGM:
+            return []
+        if frame.flags & Flag.BOOT:
+            self.readings.clear()
+        # A LEAD_OFF reading is a signal-loss placeholder; SATURATED is the sensor's "LOW" or
+        # "HIGH" at its range limit: a real, alarming reading.
+        bad = bool(frame.flags & Flag.LEAD_OFF)
+        estimates = []
+        for i, value in enumerate(frame.values[:, 0]):
+            t = frame.timestamp_us / 1e6 + i / frame.sample_rate_hz
+            if self.readings and t <= self.readings[-1][0]:
+                continue  # a repeated reading
+            self.readings.append((t, float(value), bad))
+            self.last_reading_s = t
+            estimates.append(Estimate(self.device, "glucose", float(value), "mg/dL",
+                                      SENSOR if bad else GOOD, None, t, self.label,
+                                      self._details()))
+        return estimates
+
+    def _contiguous(self, n: int) -> list[tuple[float, float, bool]] | None:
+        """The last n readings if none is missing or bad."""
+        recent = list(self.readings)[-n:]
+        if len(recent) < n or any(bad for _, _, bad in recent):
+            return None
+        gaps = np.diff([t for t, _, _ in recent])
+        return recent if np.all(gaps <= 1.5 * self.PERIOD_S) else None
+
+    def _details(self) -> dict[str, float | None]:
+        details: dict[str, float | None] = {"trend_mg_dl_per_min": None}
+        now = self.readings[-1][0]
+        recent = [r for r in self.readings if r[0] >= now - self.TREND_SPAN_S - 1.0]
+        if len(recent) >= self.TREND_MIN_READINGS and self._contiguous(len(recent)):
+            t, g = np.array([r[0] for r in recent]) / 60.0, [r[1] for r in recent]
+            details["trend_mg_dl_per_min"] = round(float(np.polyfit(t, g, 1)[0]), 2)
+        if self.model is None:
+            return details
+        window = self._contiguous(self.model.manifest.preprocessing.window_samples)
+        forecasts = [None] * len(self.names)
+        if window is not None:
+            cgm = np.array([[g] for _, g, _ in window])
+            forecasts = [round(float(v), 1) for v in
+                         self.model.estimates(self.feature(cgm, **self.params))]
+        return details | dict(zip(self.names, forecasts, strict=True))
 
 
 class MotionArtefactGate:
@@ -236,27 +398,59 @@ class MotionArtefactGate:
 
 
 class DeviceEstimator:
-    """All models for one device."""
+    """All models for one device. CGM readings are always turned into glucose estimates (the
+    urgent low alarm must not depend on a model); the glucose model adds forecasts."""
 
     def __init__(self, device: str, models: list[Model]) -> None:
         self.device = device
-        self.runners = [ModelRunner(device, model) for model in models]
+        self.runners: list[ModelRunner] = []
+        self.glucose = GlucoseRunner(device, None)
+        self.replace_models(models)
 
     def replace_models(self, models: list[Model]) -> None:
         """Swap in new models. A model whose preprocessing is unchanged takes over its
-        predecessor's buffers, so no window is lost; others start filling afresh."""
+        predecessor's buffers (and a BP model with the same hash its calibration), so no
+        window is lost; others start filling afresh."""
         old, runners = list(self.runners), []
+        glucose = None
         for model in models:
-            runner = next((r for r in old if r.model.manifest.preprocessing
-                           == model.manifest.preprocessing), None)
+            task = model.manifest.task
+            if task == "glucose_forecast":
+                glucose = model
+                continue
+            if task not in RUNNERS:
+                raise ModelError(f"model {model.manifest.name}: unknown task {task!r}; this "
+                                 f"runtime knows {', '.join([*RUNNERS, 'glucose_forecast'])}")
+            runner = next((r for r in old if type(r) is RUNNERS[task] and
+                           r.model.manifest.preprocessing == model.manifest.preprocessing),
+                          None)
             if runner is None:
-                runner = ModelRunner(self.device, model)
+                runner = RUNNERS[task](self.device, model)
             else:
                 old.remove(runner)
+                if (isinstance(runner, BloodPressureRunner) and runner.calibration
+                        and runner.calibration.model_sha256 != model.manifest.sha256):
+                    runner.calibration = None
                 runner.model = model
                 runner.label = f"{model.manifest.name}@{model.manifest.version}"
             runners.append(runner)
         self.runners = runners
+        readings = self.glucose.readings
+        self.glucose = GlucoseRunner(self.device, glucose)
+        self.glucose.readings.extend(readings)
+        self.glucose.last_reading_s = readings[-1][0] if readings else None
+
+    @property
+    def blood_pressure(self) -> BloodPressureRunner | None:
+        return next((r for r in self.runners if isinstance(r, BloodPressureRunner)), None)
 
     def add(self, frame: Frame) -> list[Estimate]:
+        if frame.channel == Channel.CGM:
+            return self.glucose.add(frame)
         return [e for runner in self.runners for e in runner.add(frame)]
+
+
+RUNNERS: dict[str, type[ModelRunner]] = {
+    "heart_rate": HeartRateRunner,
+    "blood_pressure": BloodPressureRunner,
+}

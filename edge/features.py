@@ -78,3 +78,174 @@ def get_feature(name: str) -> Callable[..., np.ndarray]:
         raise ValueError(
             f"unknown feature set {name!r}; valid: {', '.join(sorted(FEATURES))}"
         ) from None
+
+
+def cgm_history(cgm: np.ndarray, *, fs: float, center_mg_dl: float,
+                scale_mg_dl: float) -> np.ndarray:
+    """The last N CGM readings as the glucose forecaster's input.
+
+    cgm: (N,) or (N, 1) readings in mg/dL, oldest first, 1/fs s apart (5 min) and contiguous
+    (the runtime calls this only when the last N readings have no gap). Returns (N,) float32:
+    element k < N-1 is (reading k − newest reading) / scale_mg_dl, the shape of the recent
+    course relative to now; the last element is (newest reading − center_mg_dl) /
+    scale_mg_dl, the level. Differences, not raw levels, carry the trend: the int8 model then
+    never has to subtract two large quantised numbers to find a slope. `fs` is accepted like
+    every feature function's; the readings are used as they come.
+    """
+    g = np.asarray(cgm, dtype=np.float64).reshape(-1)
+    if g.size < 2 or not np.all(np.isfinite(g)):
+        raise ValueError(f"cgm_history needs at least 2 finite readings, got {g.size} "
+                         f"({int(np.sum(~np.isfinite(g)))} missing)")
+    last = g[-1]
+    return np.append((g[:-1] - last) / scale_mg_dl,
+                     (last - center_mg_dl) / scale_mg_dl).astype(np.float32)
+
+
+FEATURES["cgm_history"] = cgm_history
+
+
+# --- Blood pressure: pulse arrival time + heart rate + pulse morphology (ECG + PPG) ---------
+
+BP_SCALARS = ("pat_beats", "pat_mean_pulse", "pat_foot", "rise_time", "hr", "rr_cv",
+              "pat_spread", "valid")
+_PAT_REF_S, _PAT_SPAN_S = 0.3, 0.15  # PAT features: (pat - ref) / span
+
+
+def _as_1d(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    x = x.reshape(len(x), -1)[:, 0] if x.ndim > 1 else x.reshape(-1)
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def r_peaks(ecg: np.ndarray, fs: float, *, min_rr_s: float = 0.25) -> np.ndarray:
+    """R peaks of a band-passed ECG, in fractional samples (parabolic refinement).
+
+    An inverted lead (deepest excursion much larger than the tallest) is flipped. A peak
+    must reach half the window's 99.5th percentile and be `min_rr_s` from the previous one.
+    A flat window gives no peaks.
+    """
+    from scipy.signal import find_peaks
+
+    x = ecg - np.median(ecg)
+    if -np.percentile(x, 0.5) > 1.5 * np.percentile(x, 99.5):
+        x = -x
+    top = float(np.percentile(x, 99.5))
+    if not np.isfinite(top) or top <= 1e-12 * (1.0 + float(np.abs(ecg).max())):
+        return np.zeros(0)
+    peaks, _ = find_peaks(x, height=0.5 * top, distance=max(1, int(min_rr_s * fs)))
+    peaks = peaks[(peaks > 0) & (peaks < len(x) - 1)]
+    a, b, c = x[peaks - 1], x[peaks], x[peaks + 1]
+    den = a - 2 * b + c
+    frac = np.where(np.abs(den) > 1e-12, 0.5 * (a - c) / np.where(den == 0, 1, den), 0.0)
+    return peaks + np.clip(frac, -0.5, 0.5)
+
+
+def _parabolic_max(y: np.ndarray) -> tuple[float, float]:
+    """(fractional index, value) of the maximum of y, refined by a parabola."""
+    i = int(np.argmax(y))
+    if 0 < i < len(y) - 1:
+        a, b, c = y[i - 1], y[i], y[i + 1]
+        den = a - 2 * b + c
+        if abs(den) > 1e-12:
+            d = float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
+            return i + d, float(b - 0.25 * (a - c) * d)
+    return float(i), float(y[i])
+
+
+def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: float = 256.0,
+                pat_min_s: float = 0.04, shape_points: int = 32, shape_step_s: float = 0.025,
+                min_beats: int = 3) -> np.ndarray:
+    """Pulse arrival time, heart rate and PPG pulse shape from one ECG + PPG window.
+
+    ecg, ppg: (W,) or (W, 1) band-passed windows at `fs` on one clock. Both are upsampled
+    (polyphase) to about `upsample_hz` for timing finer than a model-rate sample. R peaks
+    come from the ECG (`r_peaks`); the PPG is cut into one cardiac cycle per beat, from
+    `pat_min_s` after its R peak for one median RR interval, so every segment holds exactly
+    one pulse upstroke.
+
+    Returns float32 (shape_points + 8,):
+    - the median cycle (the mean pulse, robust to artefacts) starting 50 ms before its foot,
+      `shape_points` samples `shape_step_s` apart (periodic: a short RR wraps into the next
+      pulse, as the signal does), scaled to [0, 1] over the cycle: amplitude and offset of
+      the sensor do not matter;
+    - BP_SCALARS: PAT to the steepest upslope, median over beats; the same on the mean
+      pulse; PAT to the foot (intersecting tangents) on the mean pulse (all three as
+      (PAT - 0.3 s) / 0.15 s); rise time foot -> systolic peak; heart rate ((HR - 80) / 40);
+      RR coefficient of variation; inter-quartile spread of the per-beat PAT; valid (1, or 0
+      when fewer than `min_beats` usable beats were found: then every feature is 0).
+    Never raises for flat, noisy or beat-less windows; the output is always finite.
+    """
+    out = np.zeros(shape_points + len(BP_SCALARS), np.float32)
+    e, p = _as_1d(ecg), _as_1d(ppg)
+    n = min(len(e), len(p))
+    if n < 8 or not (fs > 0) or np.ptp(e[:n]) <= 0 or np.ptp(p[:n]) <= 0:
+        return out
+    from scipy.signal import resample_poly
+
+    up = max(1, int(np.ceil(upsample_hz / fs)))
+    fs_u = fs * up
+    e_u = resample_poly(e[:n], up, 1) if up > 1 else e[:n]
+    p_u = resample_poly(p[:n], up, 1) if up > 1 else p[:n]
+    p_u = (p_u - p_u.mean()) / (p_u.std() + _EPS)
+    r = r_peaks(e_u, fs_u)
+    if len(r) < 2:
+        return out
+    rr = np.diff(r) / fs_u
+    rr = rr[(rr > 0.25) & (rr < 2.5)]
+    if len(rr) == 0:
+        return out
+    cycle = float(np.median(rr))
+    lo = pat_min_s * fs_u
+    m = max(4, round(cycle * fs_u))
+    starts = r + lo
+    starts = starts[starts + m <= len(p_u) - 1]
+    if len(starts) < min_beats:
+        return out
+    pos = starts[:, None] + np.arange(m)[None, :]
+    seg = np.interp(pos, np.arange(len(p_u)), p_u)
+    seg -= seg.mean(axis=1, keepdims=True)
+    slope = np.gradient(seg, axis=1) * fs_u
+    beat_pat = np.array([_parabolic_max(s)[0] for s in slope]) / fs_u + pat_min_s
+    mean = np.median(seg, axis=0)
+    dmean = np.gradient(mean) * fs_u
+    i_max, d_max = _parabolic_max(dmean)
+    t_slope = i_max / fs_u  # from the segment start (pat_min_s after R)
+    grid = np.arange(m) / fs_u
+    period = m / fs_u
+
+    def at(t: np.ndarray | float) -> np.ndarray:
+        return np.interp(np.asarray(t) % period, grid, mean, period=period)
+
+    y_max = float(at(t_slope))
+    back = t_slope - np.arange(0, int(0.3 * fs_u)) / fs_u
+    y_min = float(at(back).min())
+    rise = (y_max - y_min) / d_max if d_max > _EPS else 0.0
+    t_foot = t_slope - float(np.clip(rise, 0.0, 0.3))
+    ahead = t_slope + np.arange(1, int(0.35 * fs_u)) / fs_u
+    t_peak = float(ahead[int(np.argmax(at(ahead)))]) if len(ahead) else t_slope
+    shape = at(t_foot - 0.05 + shape_step_s * np.arange(shape_points))
+    span = float(mean.max() - mean.min())
+    shape = (shape - mean.min()) / span if span > _EPS else np.zeros(shape_points)
+    q25, q75 = np.percentile(beat_pat, [25, 75])
+    scalars = np.array([
+        (float(np.median(beat_pat)) - _PAT_REF_S) / _PAT_SPAN_S,
+        (t_slope + pat_min_s - _PAT_REF_S) / _PAT_SPAN_S,
+        (t_foot + pat_min_s - _PAT_REF_S) / _PAT_SPAN_S,
+        (t_peak - t_foot - 0.15) / 0.1,
+        (60.0 / cycle - 80.0) / 40.0,
+        5.0 * float(rr.std() / rr.mean()),
+        (q75 - q25) / 0.02,
+        1.0,
+    ])
+    out[:shape_points] = np.clip(shape, 0.0, 1.0)
+    out[shape_points:] = np.clip(np.nan_to_num(scalars), -3.0, 3.0)
+    return out
+
+
+FEATURES["ecg_ppg_pat"] = ecg_ppg_pat
+
+
+def bp_pat_s(features: np.ndarray, shape_points: int = 32) -> np.ndarray:
+    """The median per-beat pulse arrival time in seconds, read back from `ecg_ppg_pat`
+    features (..., shape_points + 8): for PAT-only baselines and diagnostics."""
+    return np.asarray(features)[..., shape_points] * _PAT_SPAN_S + _PAT_REF_S

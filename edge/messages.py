@@ -80,6 +80,7 @@ def vitals_payload(e: Estimate, node: str) -> dict[str, Any]:
         "quality": e.quality,
         "motion_g": None if e.motion_g is None else round(e.motion_g, 4),
         "model": e.model,
+        "details": dict(e.details),
         # Only a trustworthy estimate gets an early-warning score.
         "news2": news2_score(e.vital, e.value) if e.quality == GOOD else None,
     }

@@ -1,24 +1,30 @@
 """One device's data path, bytes to messages: decode -> estimate -> alarm -> message.
 
 `run` feeds it bytes from a serial port and `replay` bytes from a file: one code path, so a
-replay produces exactly the messages the live runtime published for the same stream.
+replay produces exactly the messages the live runtime published for the same stream. Time is
+the device's clock; `tick` adds what only the passing of time shows (a wearable or a CGM
+gone silent), extrapolating the device clock from the wall clock.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 
-from edge.alarm import AlarmEngine
+from edge.alarm import CGM_AGE, DATA_AGE, RELOAD_FAILED, RUNTIME, AlarmEngine, AlarmEvent
+from edge.calibration import CalibrationStore
 from edge.commands import Command
 from edge.config import AlarmsConfig
-from edge.errors import StreamError
-from edge.estimate import DeviceEstimator
+from edge.errors import CommandError, StreamError
+from edge.estimate import GOOD, DeviceEstimator, Estimate
 from edge.infer import Model
-from edge.messages import Message, Topics
+from edge.messages import Message, Topics, utc_now
 from wire import Decoder
 
 log = logging.getLogger(__name__)
+AGE_CHECK_S = 1.0  # how often (device time) the age of the CGM data is looked at
 
 
 class DevicePipeline:
@@ -26,7 +32,8 @@ class DevicePipeline:
     dropped, counted in `rejected_frames` and logged once per distinct problem (run)."""
 
     def __init__(self, device: str, models: list[Model], alarms: AlarmsConfig,
-                 topics: Topics, *, strict: bool = False) -> None:
+                 topics: Topics, *, strict: bool = False,
+                 calibrations: CalibrationStore | None = None) -> None:
         self.device, self.strict = device, strict
         self.rejected_frames = 0
         self.problems: set[str] = set()
@@ -34,33 +41,98 @@ class DevicePipeline:
         self.estimator = DeviceEstimator(device, models)
         self.alarms = AlarmEngine(alarms)
         self.topics = topics
+        self.calibrations = calibrations
+        self._restore_calibration()
         self.last_device_time_s = 0.0
-        self._lock = threading.Lock()  # feed() on the reader thread, reconfigure() on main
+        self._last_frame_wall: float | None = None  # monotonic time of the newest frame
+        self._next_age_check_s = -math.inf
+        self._lock = threading.Lock()  # feed() on the reader thread, the rest on main
+
+    def _restore_calibration(self) -> None:
+        bp = self.estimator.blood_pressure
+        if bp is not None and self.calibrations is not None and bp.calibration is None:
+            bp.calibration = self.calibrations.get(self.device, bp.model.manifest.sha256)
 
     def reconfigure(self, models: list[Model], alarms: AlarmsConfig) -> list[Message]:
         """New models and alarm limits, applied between two feeds (SIGHUP reload)."""
         with self._lock:
             self.estimator.replace_models(models)
-            return [self.topics.message(e) for e in self.alarms.reconfigure(alarms)]
+            self._restore_calibration()
+            events = self.alarms.reconfigure(alarms)
+            events += self._observe(RUNTIME, 0.0, GOOD)  # a reload worked: model_error ends
+            return [self.topics.message(e) for e in events]
 
-    def command(self, command: Command) -> list[Message]:
-        """Apply an operator command to this device's alarms; CommandError if it cannot."""
+    def reload_failed(self) -> list[Message]:
+        """A reload could not load a model or config: the previous ones keep running and a
+        technical alarm says so until a reload succeeds."""
         with self._lock:
+            return [self.topics.message(e)
+                    for e in self._observe(RUNTIME, 1.0, RELOAD_FAILED)]
+
+    def command(self, command: Command) -> tuple[list[Message], str]:
+        """Apply an operator command; returns its messages and what was done, or raises
+        CommandError saying why it cannot be."""
+        with self._lock:
+            if command.command == "calibrate":
+                return [], self._calibrate(command)
             if command.command == "acknowledge":
                 events = self.alarms.acknowledge(self.device, command.condition,
                                                  command.operator)
             else:
                 events = self.alarms.silence(self.device, command.condition, command.operator,
                                              command.minutes * 60)
-            return [self.topics.message(e) for e in events]
+            return ([self.topics.message(e) for e in events],
+                    f"{command.command} {command.condition}: done")
+
+    def _calibrate(self, command: Command) -> str:
+        bp = self.estimator.blood_pressure
+        if bp is None:
+            raise CommandError("no blood-pressure model is loaded on this node; add \"bp\" to "
+                               "models in the config", command.id)
+        try:
+            cal = bp.calibrate(command.systolic, command.diastolic, command.operator,
+                               utc_now())
+        except CommandError as err:
+            raise CommandError(str(err), command.id) from None
+        if self.calibrations is not None:
+            self.calibrations.put(self.device, cal)
+        return (f"calibrated to {cal.systolic_mmhg:g}/{cal.diastolic_mmhg:g} mmHg (offsets "
+                f"{cal.systolic_offset:+.1f}/{cal.diastolic_offset:+.1f} mmHg)")
 
     def feed(self, data: bytes) -> list[Message]:
         with self._lock:
             return self._feed(data)
 
+    def tick(self, now: float | None = None) -> list[Message]:
+        """Wall-clock housekeeping (run only, about once a second): no-data and CGM ages."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._last_frame_wall is None:
+                return []
+            silent_s = now - self._last_frame_wall
+            device_now = self.last_device_time_s + silent_s
+            events = self._observe(DATA_AGE, silent_s, GOOD, device_now)
+            events += self._cgm_age(device_now, force=True)
+            return [self.topics.message(e) for e in events]
+
+    def _observe(self, vital: str, value: float, quality: str,
+                 device_time_s: float | None = None) -> list[AlarmEvent]:
+        """Feed the alarm engine an observation that is not a vital (an age, a health flag)."""
+        t = self.last_device_time_s if device_time_s is None else device_time_s
+        return self.alarms.update(Estimate(self.device, vital, value, "s", quality, None, t, ""))
+
+    def _cgm_age(self, device_now: float, force: bool = False) -> list[AlarmEvent]:
+        last = self.estimator.glucose.last_reading_s
+        if last is None or (not force and device_now < self._next_age_check_s):
+            return []
+        self._next_age_check_s = device_now + AGE_CHECK_S
+        return self._observe(CGM_AGE, max(device_now - last, 0.0), GOOD, device_now)
+
     def _feed(self, data: bytes) -> list[Message]:
         messages = []
         for frame in self.decoder.feed(data):
+            self._last_frame_wall = time.monotonic()
+            frame_time_s = frame.timestamp_us / 1e6
             try:
                 estimates = self.estimator.add(frame)
             except StreamError as err:
@@ -71,8 +143,12 @@ class DevicePipeline:
                     self.problems.add(str(err))
                     log.error("device %s: %s; its frames are dropped", self.device, err)
                 continue
+            events = []
             for estimate in estimates:
                 self.last_device_time_s = estimate.device_time_s
                 messages.append(self.topics.message(estimate))
-                messages += [self.topics.message(e) for e in self.alarms.update(estimate)]
+                events += self.alarms.update(estimate)
+            events += self._observe(DATA_AGE, 0.0, GOOD, frame_time_s) if estimates else []
+            events += self._cgm_age(frame_time_s)
+            messages += [self.topics.message(e) for e in events]
         return messages

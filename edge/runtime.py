@@ -10,13 +10,14 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from edge.calibration import CalibrationStore
 from edge.commands import parse_command, reply_payload
 from edge.config import Config, load_config
 from edge.errors import CommandError, WearableError
 from edge.infer import Model, load_model
 from edge.ingest import PortReader
 from edge.messages import Message, Topics, status_payload, utc_now
-from edge.pipeline import DevicePipeline
+from edge.pipeline import AGE_CHECK_S, DevicePipeline
 from edge.publish import Outbox, Publisher
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,11 @@ class Runtime:
         self.reload_error: str | None = None
         self.outbox = Outbox(config.path(config.mqtt.outbox))
         self.publisher = Publisher(config.mqtt, self.topics, self.outbox, self.status)
+        self.calibrations = CalibrationStore(config.path(config.calibration_file))
         self.readers = [
             PortReader(device, DevicePipeline(device.name, self.models, config.alarms,
-                                              self.topics), self.publisher.publish,
-                       self.stop_event)
+                                              self.topics, calibrations=self.calibrations),
+                       self.publisher.publish, self.stop_event)
             for device in config.devices
         ]
 
@@ -69,6 +71,8 @@ class Runtime:
                     "rejected": pipeline.rejected_frames},
                 "problems": sorted(pipeline.problems),
                 "active_alarms": [c for _, c in pipeline.alarms.active()],
+                "bp_calibrated": None if pipeline.estimator.blood_pressure is None
+                else pipeline.estimator.blood_pressure.calibration is not None,
             }
         return status_payload(
             self.config.node, state,
@@ -92,6 +96,9 @@ class Runtime:
         except WearableError as err:
             self.reload_error = str(err)
             log.error("reload failed, still running the previous configuration: %s", err)
+            for reader in self.readers:
+                for message in reader.pipeline.reload_failed():
+                    self.publisher.publish(message)
             self.publisher.publish_status(self.status("online"))
             return
         for key in ("node", "devices", "mqtt", "interpreter"):
@@ -118,9 +125,10 @@ class Runtime:
             reader = next((r for r in self.readers if r.device.name == device), None)
             if reader is None:
                 raise CommandError(f"unknown device {device!r}", command_id)
-            for message in reader.pipeline.command(command):
+            messages, reason = reader.pipeline.command(command)
+            for message in messages:
                 self.publisher.publish(message)
-            ok, reason = True, f"{command.command} {command.condition}: done"
+            ok = True
             log.info("device %s: %s by %s", device, reason, command.operator)
         except CommandError as err:
             ok, reason = False, str(err)
@@ -140,11 +148,17 @@ class Runtime:
                  self.models[0].backend if self.models else "-",
                  self.config.mqtt.host, self.config.mqtt.port)
         next_status = time.monotonic() + self.config.mqtt.status_interval_s
+        next_age_check = time.monotonic()
         while not self.stop_event.wait(TICK_S):
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
             self.publisher.tick()
+            if time.monotonic() >= next_age_check:
+                next_age_check += AGE_CHECK_S
+                for reader in self.readers:
+                    for message in reader.pipeline.tick():
+                        self.publisher.publish(message)
             while not self.publisher.commands.empty():
                 self.handle_command(*self.publisher.commands.get())
             if time.monotonic() >= next_status:

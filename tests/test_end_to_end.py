@@ -236,7 +236,8 @@ def test_sighup_reloads_limits_and_survives_a_bad_model(broker, mqtt_subscriber,
     runtime = processes.start("-m", "edge", "run", "--config", str(config))
     first = sub.wait_for("wearable/ward-7/wrist-1/vitals", timeout=60).json()
 
-    # A tampered model at reload: refused, the old one keeps running, status says why.
+    # A tampered model at reload: refused, the old one keeps running, status says why and a
+    # technical alarm is raised.
     good = (models / "hr.tflite").read_bytes()
     (models / "hr.tflite").write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
     runtime.send_signal(signal.SIGHUP)
@@ -244,6 +245,10 @@ def test_sighup_reloads_limits_and_survives_a_bad_model(broker, mqtt_subscriber,
                           and m.json().get("reload_error"), timeout=10).json()
     validate("status", status)
     assert "does not match its manifest" in status["reload_error"]
+    failed = sub.wait_for(lambda m: m.topic.endswith("/alarms"), timeout=10).json()
+    validate("alarm", failed)
+    assert (failed["condition"], failed["event"], failed["kind"]) == (
+        "model_error", "raised", "technical")
     sub.wait_for(lambda m: m.topic.endswith("/vitals")
                  and m.json()["device_time_s"] > first["device_time_s"] + 4, timeout=30)
 
@@ -251,9 +256,12 @@ def test_sighup_reloads_limits_and_survives_a_bad_model(broker, mqtt_subscriber,
     (models / "hr.tflite").write_bytes(good)
     config.write_text(text + "[alarms.hr_high]\nthreshold = 50\n")
     runtime.send_signal(signal.SIGHUP)
-    raised = sub.wait_for(lambda m: m.topic.endswith("/alarms")
-                          and m.json()["event"] == "raised", timeout=60).json()
-    assert raised["limit"] == 50 and raised["condition"] == "hr_high"
+    raised = sub.wait_for(lambda m: m.topic.endswith("/alarms") and m.json()["event"] == "raised"
+                          and m.json()["condition"] == "hr_high", timeout=60).json()
+    assert raised["limit"] == 50
+    # The reload that worked ended the model_error alarm.
+    sub.wait_for(lambda m: m.topic.endswith("/alarms") and m.json()["event"] == "cleared"
+                 and m.json()["alarm_id"] == failed["alarm_id"], timeout=10)
     assert runtime.poll() is None
     ok = sub.wait_for(lambda m: m.topic.endswith("/status") and m.json()["state"] == "online"
                       and m.json().get("reload_error", "x") is None, timeout=10).json()
