@@ -69,6 +69,29 @@ SBP_REF_MMHG = DEFAULT_BP_MMHG[0]
 # effective reflecting distance) and back, during systole: at the mean arterial pressure.
 REFLECTION_PATH_M = 0.5
 MAP_REF_MMHG = DBP_REF_MMHG + (SBP_REF_MMHG - DBP_REF_MMHG) / 3
+PAT_PATH_M = 0.75  # the population's heart-to-wrist path (Arteries.path_m default)
+
+
+@dataclass(frozen=True)
+class Arteries:
+    """One subject's arterial tree, for the pressure terms of pulse arrival and pulse shape.
+
+    `path_m`: heart-to-wrist path length (body size; the reflecting distance scales with it).
+    `stiffness`: multiplies the wave speed at every pressure (PWV_0 = 4.7 m/s x stiffness;
+    age and arteriosclerosis). Both change how much the pulse arrival time moves per mmHg
+    (dPTT/dP = -path alpha / (2 PWV)), which is why a cuff calibration of the offset alone
+    does not make cuffless BP exact. The defaults are the population reference: a subject
+    with them is simulated exactly as without them (byte-identical signals).
+    """
+
+    path_m: float = PAT_PATH_M
+    stiffness: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (0.3 <= self.path_m <= 1.2):
+            raise SimulatorError(f"arterial path {self.path_m} m is outside 0.3-1.2 m")
+        if not (0.5 <= self.stiffness <= 2.0):
+            raise SimulatorError(f"arterial stiffness {self.stiffness} is outside 0.5-2.0")
 
 
 def _empty() -> np.ndarray:
@@ -147,6 +170,7 @@ def simulate(
     ecg_rate: float = 250.0,
     channels: Iterable[str] | None = None,
     faults: Iterable[Fault] = (),
+    arteries: Arteries | None = None,
 ) -> Recording:
     """Simulate a wrist wearable running through `scenario` (an object or a built-in name).
 
@@ -158,6 +182,8 @@ def simulate(
     noise, drift, motion artefact) and the accelerometer noise: 0 = clean, 1 = a typical wrist
     device, 2-3 = poor skin contact. The same seed gives the same recording; with the same
     seed, changing only a sample rate keeps the same beats, breathing and movement.
+    `arteries` (default: the population reference) sets the subject's arterial path and
+    stiffness, which shape how pressure moves the pulse arrival time and the pulse.
     """
     if isinstance(scenario, str):
         scenario = get_scenario(scenario)
@@ -166,7 +192,7 @@ def simulate(
     return synthesize(trajectory, rng, ppg_rate=ppg_rate, acc_rate=acc_rate, noise=noise,
                       ecg_rate=ecg_rate,
                       channels=scenario.channels if channels is None else channels,
-                      faults=(*scenario.faults, *faults))
+                      faults=(*scenario.faults, *faults), arteries=arteries)
 
 
 def check_rate(name: str, rate: float) -> float:
@@ -193,6 +219,7 @@ def synthesize(
     ecg_rate: float = 250.0,
     channels: Iterable[str] = DEFAULT_CHANNELS,
     faults: Iterable[Fault] = (),
+    arteries: Arteries | None = None,
 ) -> Recording:
     """Signals for any per-second trajectory (the engine behind `simulate`).
 
@@ -216,7 +243,7 @@ def synthesize(
         raise SimulatorError(f"noise {noise!r} must be zero or a positive number (1 = typical)")
     noise = level
     n_sec = trajectory.duration_s
-    latent = _Latent.draw(trajectory, rng)
+    latent = _Latent.draw(trajectory, rng, arteries or Arteries())
     body = _Body.draw(latent, rng)
     heart = _Heart.draw(latent, rng)
     ppg_gain = _PpgCoupling.draw(latent, rng)
@@ -369,9 +396,11 @@ class _Latent:
     sbp: np.ndarray  # systolic pressure, mmHg
     af: np.ndarray  # bool, atrial fibrillation
     pat_offset_s: float = 0.0
+    arteries: Arteries = field(default_factory=Arteries)
 
     @classmethod
-    def draw(cls, traj: Trajectory, rng: np.random.Generator) -> _Latent:
+    def draw(cls, traj: Trajectory, rng: np.random.Generator,
+             arteries: Arteries | None = None) -> _Latent:
         n_sec = traj.duration_s
         tc = np.arange(-MARGIN_S * CONTROL_RATE, (n_sec + MARGIN_S) * CONTROL_RATE) / CONTROL_RATE
         centres = np.arange(n_sec) + 0.5
@@ -388,7 +417,7 @@ class _Latent:
         sbp = np.interp(tc, centres, traj.sbp_mmhg)
         af = traj.af[np.clip(np.floor(tc).astype(int), 0, n_sec - 1)]
         return cls(tc, hr, motion, step_hz, resp_phase, resp_hz, dbp, sbp, af,
-                   traj.pat_offset_s)
+                   traj.pat_offset_s, arteries or Arteries())
 
     def at(self, t: np.ndarray, values: np.ndarray) -> np.ndarray:
         return np.interp(t, self.tc, values)
@@ -454,12 +483,13 @@ class _Heart:
         # Transit to the wrist gets shorter as diastolic pressure stiffens the arteries;
         # zero at the reference 80 mmHg, so the HR-only model above is the calibration point.
         dbp = np.interp(beats, lat.tc, lat.dbp)
-        pat = pat + _transit_delta(dbp) + lat.pat_offset_s
+        art = lat.arteries
+        pat = pat + _transit_delta(dbp, art.path_m, art.stiffness) + lat.pat_offset_s
         # Pressure shapes the pulse too (exactly nothing at the reference 120/80 mmHg, so a
         # seed's PPG there is unchanged): stiffer arteries return the reflected wave earlier
         # and larger; a wider pulse pressure makes a larger volume pulse.
         sbp = np.interp(beats, lat.tc, lat.sbp)
-        shift, gain = _reflection(sbp, dbp)
+        shift, gain = _reflection(sbp, dbp, art)
         mu2 = np.maximum(mu2 + shift, 0.75 * lvet)  # never before the systolic peak
         a2 = np.minimum(a2 * gain, 1.0)
         amp = amp * (np.maximum(sbp - dbp, 10.0) / (SBP_REF_MMHG - DBP_REF_MMHG))
@@ -494,23 +524,31 @@ class _Heart:
         return PPG_DC + PPG_AC * (self.pulses(t) + np.interp(t, times, riiv))
 
 
-def _transit_delta(dbp: np.ndarray, path_m: float = 0.75) -> np.ndarray:
-    """PTT(dbp) - PTT(80 mmHg) for a heart-to-wrist path of `path_m`: Moens-Korteweg
-    (PWV = sqrt(E h / 2 r rho)) with E = E0 exp(alpha P) gives PWV = PWV_ref exp(alpha (P -
-    P_ref) / 2): about -1.1 ms/mmHg near 80 mmHg."""
-    pwv = PWV_REF_M_S * np.exp(PWV_ALPHA_PER_MMHG * (dbp - DBP_REF_MMHG) / 2)
-    return path_m / pwv - path_m / PWV_REF_M_S
+def _transit_delta(dbp: np.ndarray, path_m: float = PAT_PATH_M,
+                   stiffness: float = 1.0) -> np.ndarray:
+    """PTT(dbp) - the population's PTT at 80 mmHg, for a heart-to-wrist path of `path_m` and
+    arteries `stiffness` times the reference's: Moens-Korteweg (PWV = sqrt(E h / 2 r rho))
+    with E = E0 exp(alpha P) gives PWV = PWV_ref exp(alpha (P - P_ref) / 2): about
+    -1.1 ms/mmHg near 80 mmHg for the reference subject (0.75 m, stiffness 1)."""
+    pwv = PWV_REF_M_S * stiffness * np.exp(PWV_ALPHA_PER_MMHG * (dbp - DBP_REF_MMHG) / 2)
+    return path_m / pwv - PAT_PATH_M / PWV_REF_M_S
 
 
-def _reflection(sbp: np.ndarray, dbp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _reflection(sbp: np.ndarray, dbp: np.ndarray,
+                arteries: Arteries | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(delay change s, amplitude gain) of the reflected wave against the reference 120/80
     mmHg. It returns after 2 L / PWV, L the effective reflecting distance, PWV at the mean
     arterial pressure (Moens-Korteweg with Hughes' E, as for the transit time); its size
     relative to the systolic wave scales with PWV (augmentation: stiffer arteries reflect
-    more, and sooner, onto systole). Exactly (0, 1) at the reference."""
+    more, and sooner, onto systole). Exactly (0, 1) at the reference, for the reference
+    `arteries`; a subject's reflecting distance scales with its path, its PWV with its
+    stiffness."""
+    art = arteries or Arteries()
+    reflect_m = REFLECTION_PATH_M * (art.path_m / PAT_PATH_M)
     mean = dbp + (sbp - dbp) / 3
-    pwv = PWV_REF_M_S * np.exp(PWV_ALPHA_PER_MMHG * (mean - MAP_REF_MMHG) / 2)
-    shift = 2 * REFLECTION_PATH_M * (1 / pwv - 1 / PWV_REF_M_S)
+    pwv = PWV_REF_M_S * art.stiffness * np.exp(PWV_ALPHA_PER_MMHG * (mean - MAP_REF_MMHG) / 2)
+    shift = (2 * reflect_m * (1 / pwv - 1 / PWV_REF_M_S)
+             + 2 * (reflect_m - REFLECTION_PATH_M) / PWV_REF_M_S)
     return shift, pwv / PWV_REF_M_S
 
 

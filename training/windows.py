@@ -60,3 +60,39 @@ def get_input_shape(pre: Preprocessing) -> tuple[int, ...]:
     silent = np.zeros(pre.window_samples)
     acc = np.zeros((pre.window_samples, 3)) if "ACCEL" in pre.channels else None
     return feature(silent, acc, fs=pre.sample_rate_hz, **pre.feature_params).shape
+
+
+def condition_channels(pre: Preprocessing,
+                       signals: list[tuple[np.ndarray, float]]) -> list[list[np.ndarray]]:
+    """Windows of every channel, in `pre.channels` order: `signals` holds one (samples, sensor
+    rate) per channel. A 1-D channel is conditioned as (n, 1), so its windows are (W, 1), the
+    shape the runtime hands to a multi-channel feature function. All channels start at sample
+    0 of one clock, so window k of every channel covers the same span."""
+    if len(signals) != len(pre.channels):
+        raise ValueError(f"{len(signals)} signals for the channels {pre.channels}")
+    out = []
+    for (x, rate) in signals:
+        x = np.asarray(x, dtype=np.float64)
+        out.append(_condition(pre, x[:, None] if x.ndim == 1 else x, rate))
+    return out
+
+
+def extract_channel_windows(pre: Preprocessing,
+                            signals: list[tuple[np.ndarray, float]]) -> RecordingWindows:
+    """Condition, window and featurise a recording of `pre.channels` (each channel required);
+    the feature function is called as f(*windows in channel order, fs=..., **params)."""
+    feature = get_feature(pre.features)
+    windows = condition_channels(pre, signals)
+    n = min(len(w) for w in windows)
+    if n == 0:
+        shape = feature(*[np.zeros((pre.window_samples, 1))] * len(windows),
+                        fs=pre.sample_rate_hz, **pre.feature_params).shape
+        features = np.zeros((0, *shape), np.float32)
+    else:
+        features = np.stack([feature(*[w[i] for w in windows], fs=pre.sample_rate_hz,
+                                     **pre.feature_params) for i in range(n)])
+    return RecordingWindows(
+        features=features,
+        end_s=(pre.window_samples + pre.hop_samples * np.arange(n)) / pre.sample_rate_hz,
+        motion_g=np.zeros(n),
+    )
