@@ -1,0 +1,473 @@
+"""Recordings as a wearable's byte stream, shared by the simulator and the runtime.
+
+A real recording, a CSV file (docs/recording-csv.md) or a PhysioNet WFDB record, is read into
+`Signals`: per-channel arrays in physical units with their sample rates. `frames()` and
+`stream()` cut such arrays (or the simulator's `Recording`, which has the same attributes) into
+exactly the wire-protocol v1 frames a wearable sends. `wearable-sim replay` writes those bytes
+to a pty, a port or a file; `wearable-edge replay` feeds them straight into its pipeline, the
+same code path as a live serial port.
+
+Kept free of `edge` and `device_sim` (like the rest of `wire`) so both may import it. WFDB
+needs the optional `wfdb` package, imported only when a WFDB record is read.
+
+Encoding on the wire:
+- PPG: INT32 with scale PPG_SCALE (1.0): raw ADC counts, arbitrary units; a recording in
+  physical units carries a finer scale (`Signals.ppg_scale`).
+- ACCEL: INT16, 3 axes, scale ACC_SCALE = 1/4096 g: +-8 g full scale, like a MEMS part at
+  its +-8 g range. A block that clips is flagged Flag.SATURATED.
+- ECG: INT16, scale 1/1000 mV (1 uV per count).
+- CGM: INT16 mg/dL, one reading per frame (nominal rate 1/300 Hz).
+- BP_CUFF: INT16 mmHg, 2 axes (systolic, diastolic), one reading per frame (nominal 1/300 Hz).
+A block with no skin/electrode contact is flagged Flag.LEAD_OFF.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from wire.errors import WearableError
+from wire.protocol import MAX_PAYLOAD, Channel, Flag, Frame, encode_frame
+
+PPG_SCALE = 1.0  # ADC counts; a recording in physical units carries its own (ppg_scale)
+ACC_SCALE = 1.0 / 4096.0
+ECG_SCALE = 1.0 / 1000.0  # mV per count: 1 uV resolution, +-32 mV range
+CGM_SCALE = 1.0  # mg/dL
+CUFF_SCALE = 1.0  # mmHg
+CGM_RATE_HZ = CUFF_RATE_HZ = 1.0 / 300.0  # nominal header rate of a sparse reading
+FRAMES_PER_SECOND = 4.0
+MIN_RATE_HZ, MAX_RATE_HZ = 10.0, 10_000.0  # sample rates a recording may have
+
+DENSE = ("ppg", "acc_x", "acc_y", "acc_z", "ecg")  # a value on every row
+SPARSE = ("glucose", "sbp", "dbp")  # a value where there is a reading, else empty
+COLUMNS = ("time_s", *DENSE, *SPARSE)
+JITTER = 0.2  # a sample interval may differ from the median by this fraction
+ECG_NAMES = {"i", "ii", "iii", "avr", "avl", "avf", "v", "v1", "v2", "v3", "v4", "v5", "v6",
+             "mlii", "ml2", "ecg", "ecg1", "ecg2", "ecg i", "ecg ii"}
+PPG_NAMES = {"pleth", "ppg", "bvp", "pulse", "ppg1"}
+# The simulator's channel names (Signals.channels) and what each one is on the wire.
+WIRE_CHANNELS = {"ppg": Channel.PPG, "acc": Channel.ACCEL, "ecg": Channel.ECG,
+                 "cgm": Channel.CGM, "bp": Channel.BP_CUFF}
+# Where a wire channel comes from in a CSV file (docs/recording-csv.md).
+CSV_COLUMNS = {Channel.PPG: "ppg", Channel.ACCEL: "acc_x, acc_y, acc_z", Channel.ECG: "ecg",
+               Channel.CGM: "glucose", Channel.BP_CUFF: "sbp, dbp"}
+_SNIFF_BYTES = 4096
+
+
+class RecordingError(WearableError):
+    """A recording file cannot be read or is not usable; says where and how to fix it."""
+
+
+class ChannelArrays(Protocol):
+    """What `frames()` reads: `Signals`, or the simulator's `Recording`."""
+
+    ppg: np.ndarray
+    ppg_rate: float
+    acc: np.ndarray
+    acc_rate: float
+    ecg: np.ndarray | None
+    ecg_rate: float
+    cgm: tuple[np.ndarray, np.ndarray] | None
+    cuff: tuple[np.ndarray, np.ndarray] | None
+    lead_off: dict[str, np.ndarray]
+    channels: tuple[str, ...]
+    ppg_scale: float
+
+
+@dataclass(frozen=True)
+class Signals:
+    """A recording's channels: arrays in physical units at their sample rates.
+
+    `channels` names what the recording has, from "ppg", "acc", "ecg", "cgm", "bp" (the
+    simulator's names); an absent dense channel is an empty array. Sparse channels are
+    (reading times s, readings): CGM readings (k,), cuff readings (k, 2) systolic/diastolic.
+    """
+
+    ppg: np.ndarray
+    ppg_rate: float
+    acc: np.ndarray  # (n, 3), g
+    acc_rate: float
+    ecg: np.ndarray | None  # mV
+    ecg_rate: float
+    cgm: tuple[np.ndarray, np.ndarray] | None
+    cuff: tuple[np.ndarray, np.ndarray] | None
+    channels: tuple[str, ...]
+    duration_s: float
+    ppg_scale: float = PPG_SCALE
+    lead_off: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def wire_channels(self) -> tuple[Channel, ...]:
+        return tuple(WIRE_CHANNELS[name] for name in self.channels)
+
+    def rate(self, channel: Channel) -> float:
+        """Sample rate of a dense channel (the nominal one of a sparse channel)."""
+        return {Channel.PPG: self.ppg_rate, Channel.ACCEL: self.acc_rate,
+                Channel.ECG: self.ecg_rate, Channel.CGM: CGM_RATE_HZ,
+                Channel.BP_CUFF: CUFF_RATE_HZ}[channel]
+
+
+# --- reading recordings -------------------------------------------------------------------
+
+
+def _ppg_scale(ppg: np.ndarray) -> float:
+    """1.0 for ADC counts; for physical units (e.g. 0.2-2 NU), a scale that keeps ~30 bits."""
+    finite = ppg[np.isfinite(ppg)]
+    if not len(finite) or np.all(finite == np.round(finite)):
+        return 1.0
+    return max(float(np.abs(finite).max()), 1e-9) / 2**30
+
+
+def _signals(duration_s: float, rate: float, columns: dict[str, np.ndarray],
+             sparse: dict[str, tuple[np.ndarray, np.ndarray]]) -> Signals:
+    channels = []
+    ppg = columns.get("ppg", np.zeros(0))
+    if "ppg" in columns:
+        channels.append("ppg")
+    acc = np.zeros((0, 3))
+    if "acc_x" in columns:
+        acc = np.stack([columns[f"acc_{a}"] for a in "xyz"], axis=1)
+        channels.append("acc")
+    ecg = columns.get("ecg")
+    if ecg is not None:
+        channels.append("ecg")
+    cgm = sparse.get("glucose")
+    if cgm is not None:
+        channels.append("cgm")
+    cuff = None
+    if "sbp" in sparse:
+        (times, sbp), (_, dbp) = sparse["sbp"], sparse["dbp"]
+        cuff = (times, np.stack([sbp, dbp], axis=1))
+        channels.append("bp")
+    if not channels:
+        raise RecordingError("no channel to replay")
+    return Signals(ppg, rate, acc, rate, ecg, rate, cgm, cuff, tuple(channels), duration_s,
+                   ppg_scale=_ppg_scale(ppg))
+
+
+def load_csv(path: str | os.PathLike) -> Signals:
+    """A CSV recording: header row, `time_s` plus any of ppg, acc_x/acc_y/acc_z (all three),
+    ecg (mV), glucose (mg/dL), sbp/dbp (mmHg, both); see docs/recording-csv.md."""
+    path = Path(path)
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed below
+    except OSError as err:
+        raise RecordingError(f"cannot read {str(path)!r} ({err.strerror}); check the path") \
+            from None
+    with handle:
+        reader = csv.reader(handle)
+        try:
+            header = [h.strip() for h in next(reader, [])]
+        except UnicodeDecodeError:
+            raise RecordingError(f"{path}:1: not a text file; a CSV recording is UTF-8 text "
+                                 "with a header row (docs/recording-csv.md)") from None
+        if "time_s" not in header:
+            raise RecordingError(f"{path}:1: no 'time_s' column; the header must name "
+                                 f"time_s and some of: {', '.join(COLUMNS[1:])}")
+        for name in header:
+            if name not in COLUMNS:
+                raise RecordingError(f"{path}:1: unknown column {name!r}; use: "
+                                     f"{', '.join(COLUMNS)}")
+        if len(set(header)) != len(header):
+            raise RecordingError(f"{path}:1: a column is named twice; name each once")
+        axes = [a for a in ("acc_x", "acc_y", "acc_z") if a in header]
+        if axes and len(axes) != 3:
+            missing = sorted({"acc_x", "acc_y", "acc_z"} - set(axes))
+            raise RecordingError(f"{path}:1: missing column {missing[0]!r}; the accelerometer "
+                                 "needs acc_x, acc_y and acc_z")
+        if ("sbp" in header) != ("dbp" in header):
+            raise RecordingError(f"{path}:1: missing column "
+                                 f"{'dbp' if 'sbp' in header else 'sbp'!r}; a cuff reading "
+                                 "needs both sbp and dbp")
+        rows = _csv_rows(path, reader, header)
+    if len(rows) < 2:
+        raise RecordingError(f"{path}: fewer than two rows of data; nothing to replay")
+    data = np.array(rows)
+    t = data[:, header.index("time_s")]
+    t = t - t[0]
+    dt = np.diff(t)
+    step = float(np.median(dt))
+    rate = 1.0 / step
+    dense = [name for name in header if name in DENSE]
+    if dense:
+        bad = np.flatnonzero(np.abs(dt - step) > JITTER * step)
+        if len(bad):
+            raise RecordingError(f"{path}:{bad[0] + 3}: time_s jumps by {dt[bad[0]]:g} s where "
+                                 f"the sampling interval is {step:g} s; resample the file to "
+                                 "a regular rate (gaps are not supported)")
+        if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+            raise RecordingError(f"{path}: sampling rate {rate:g} Hz is outside "
+                                 f"{MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz; resample the file")
+    columns = {name: data[:, header.index(name)] for name in dense}
+    sparse = {}
+    for name in SPARSE:
+        if name in header:
+            col = data[:, header.index(name)]
+            have = np.isfinite(col)
+            sparse[name] = (t[have], col[have])
+    if "sbp" in sparse and not np.array_equal(sparse["sbp"][0], sparse["dbp"][0]):
+        raise RecordingError(f"{path}: sbp and dbp must be given on the same rows")
+    duration = t[-1] + (step if dense else 1.0)
+    try:
+        return _signals(duration, rate if dense else 64.0, columns, sparse)
+    except RecordingError as err:
+        raise RecordingError(f"{path}: {err}; add a ppg, acc_*, ecg or glucose column") \
+            from None
+
+
+def _csv_rows(path: Path, reader: Iterator[list[str]], header: list[str]) -> list[list[float]]:
+    """The data rows as floats (NaN for an empty sparse cell); times strictly increasing."""
+    rows: list[list[float]] = []
+    time_col = header.index("time_s")
+    line = 1
+    try:
+        for line, row in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise RecordingError(f"{path}:{line}: {len(row)} values for {len(header)} "
+                                     "columns; give every row one value per column")
+            values = []
+            for name, cell in zip(header, row, strict=True):
+                cell = cell.strip()
+                if not cell and name in SPARSE:
+                    values.append(math.nan)
+                    continue
+                try:
+                    value = float(cell)
+                except ValueError:
+                    value = math.nan
+                if not math.isfinite(value):
+                    raise RecordingError(f"{path}:{line}: column {name!r}: {cell!r} is not a "
+                                         "number" + ("" if name not in SPARSE else
+                                                     " (leave the cell empty for no reading)"))
+                values.append(value)
+            if rows and values[time_col] <= rows[-1][time_col]:
+                raise RecordingError(f"{path}:{line}: column 'time_s' goes from "
+                                     f"{rows[-1][time_col]:g} to {values[time_col]:g}; "
+                                     "times must increase")
+            rows.append(values)
+    except UnicodeDecodeError:
+        raise RecordingError(f"{path}:{line + 1}: not UTF-8 text; save the file as UTF-8 "
+                             "(numbers with '.' as the decimal separator)") from None
+    return rows
+
+
+def load_wfdb(path: str | os.PathLike) -> Signals:
+    """A PhysioNet WFDB record (`name.hea` + its signal files): the first ECG lead (in mV)
+    and a PPG ('PLETH', 'PPG', 'BVP') are replayed; other signals are skipped."""
+    try:
+        import wfdb
+    except ImportError:
+        raise RecordingError("reading WFDB records needs the 'wfdb' package; install the "
+                             "project's 'recordings' extra (pip install -e '.[recordings]')") \
+            from None
+    base = str(path)
+    if base.endswith((".hea", ".dat")):
+        base = base[:-4]
+    try:
+        record = wfdb.rdrecord(base)
+    except (OSError, ValueError) as err:
+        raise RecordingError(f"cannot read WFDB record {base!r} ({err}); give the record's "
+                             "path without extension, next to its .hea and .dat files") \
+            from None
+    names = [n.strip().lower() for n in record.sig_name]
+    signals = record.p_signal
+    columns: dict[str, np.ndarray] = {}
+    for i, name in enumerate(names):
+        unit = (record.units[i] or "").lower()
+        if "ecg" not in columns and (name in ECG_NAMES or unit == "mv"):
+            scale = {"mv": 1.0, "uv": 1e-3, "v": 1e3}.get(unit, 1.0)
+            columns["ecg"] = signals[:, i] * scale
+        elif "ppg" not in columns and name in PPG_NAMES:
+            columns["ppg"] = signals[:, i]
+    if not columns:
+        raise RecordingError(f"WFDB record {base!r} has no ECG or PPG signal (signals: "
+                             f"{', '.join(record.sig_name)}); name a signal e.g. 'II' or "
+                             "'PLETH'")
+    rate = float(record.fs)
+    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        raise RecordingError(f"WFDB record {base!r}: rate {rate:g} Hz is outside "
+                             f"{MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz")
+    return _signals(record.sig_len / rate, rate, columns, {})
+
+
+def recording_kind(path: str | os.PathLike) -> str:
+    """"csv", "wfdb" or "wire" (wire-protocol bytes, e.g. `wearable-sim run --out`).
+
+    By extension first (.csv; .hea, or .dat / a record name with its .hea beside it), then by
+    content: text whose first line names a `time_s` column is a CSV file. Anything else,
+    including a file that does not exist, is "wire": whoever opens it reports what is wrong.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".hea" or (not path.exists() and Path(f"{path}.hea").exists()):
+        return "wfdb"
+    if suffix == ".dat" and path.with_suffix(".hea").exists():
+        return "wfdb"
+    if path.is_file() and _looks_like_csv(path):
+        return "csv"
+    return "wire"
+
+
+def _looks_like_csv(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError:
+        return False  # the reader of the file reports it
+    if b"\x00" in head:  # every wire frame ends in 0x00; text never has one
+        return False
+    first = head.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    return "time_s" in (cell.strip() for cell in first.split(","))
+
+
+def load_recording(path: str | os.PathLike) -> Signals:
+    """A CSV file or a WFDB record (see `recording_kind`)."""
+    kind = recording_kind(path)
+    if kind == "csv":
+        return load_csv(path)
+    if kind == "wfdb":
+        return load_wfdb(path)
+    raise RecordingError(f"{str(path)!r} is neither a .csv file nor a WFDB record (.hea); "
+                         "see docs/recording-csv.md")
+
+
+# --- channel arrays as wire frames --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceClock:
+    """The device's clock: restarts at 0 on every (re)boot and may drift.
+
+    `epochs` are (start, end) spans of true time during which the device runs; between them
+    nothing is acquired. `drift` are (start, end, ppm) spans in which the clock runs fast
+    (ppm > 0) or slow. The default: one epoch from t=0, no drift (a recording as it is).
+    """
+
+    epochs: tuple[tuple[float, float], ...] = ((0.0, math.inf),)
+    drift: tuple[tuple[float, float, float], ...] = ()
+
+    def _offset(self, t: float) -> float:
+        """Seconds the drifting clock has gained by true time t."""
+        return sum(ppm * 1e-6 * max(0.0, min(t, b) - a) for a, b, ppm in self.drift)
+
+    def device_time(self, t: float, epoch_start: float) -> float:
+        return t - epoch_start + self._offset(t) - self._offset(epoch_start)
+
+
+def channel_frames(
+    channel: Channel,
+    values: np.ndarray,
+    rate: float,
+    dtype: np.dtype,
+    scale: float,
+    device_id: int,
+    frames_per_second: float = FRAMES_PER_SECOND,
+    *,
+    times: np.ndarray | None = None,
+    lead_off: np.ndarray | None = None,
+    clock: DeviceClock | None = None,
+) -> Iterator[tuple[float, int, Frame]]:
+    """(send time, channel, Frame) for one channel, in order.
+
+    Regular channels are sampled at `rate` from t=0, cut into blocks of about
+    1/frames_per_second seconds; a block is sent once its last sample exists. Sparse ones
+    (CGM, cuff) pass the `times` of their readings, one frame per reading, and skip readings
+    that are NaN (the sensor had none, so no frame and no seq). Each epoch of the device clock
+    restarts seq at 0 with Flag.BOOT; timestamp_us is the device clock at the block's first
+    sample. Values beyond the sample type are clipped and the block flagged SATURATED.
+    """
+    values = values.reshape(len(values), -1)
+    info = np.iinfo(dtype)
+    with np.errstate(invalid="ignore"):
+        raw = np.round(values / scale)
+    missing = np.isnan(raw).any(axis=1)
+    clipped = (raw < info.min) | (raw > info.max)
+    raw = np.clip(np.nan_to_num(raw), info.min, info.max).astype(dtype)
+    sparse = times is not None
+    if times is None:
+        times = np.arange(len(raw)) / rate
+    clock = clock or DeviceClock()
+    bytes_per_sample = dtype.itemsize * values.shape[1]
+    block = 1 if sparse else max(1, min(round(rate / frames_per_second),
+                                        MAX_PAYLOAD // bytes_per_sample))
+    for epoch_start, epoch_end in clock.epochs:
+        first, last = np.searchsorted(times, [epoch_start, epoch_end])
+        seq = 0
+        for start in range(first, last, block):
+            stop = min(start + block, last)
+            if missing[start:stop].all():
+                continue
+            flags = Flag.BOOT if seq == 0 else Flag.NONE
+            if clipped[start:stop].any():
+                flags |= Flag.SATURATED
+            if lead_off is not None and lead_off[start:stop].any():
+                flags |= Flag.LEAD_OFF
+            frame = Frame(
+                device_id=device_id,
+                seq=seq,
+                timestamp_us=round(clock.device_time(float(times[start]), epoch_start) * 1e6),
+                channel=channel,
+                sample_rate_hz=rate,
+                samples=raw[start:stop],
+                scale=scale,
+                flags=flags,
+            )
+            seq += 1
+            yield float(times[stop - 1]), int(channel), frame
+
+
+def frames(
+    signals: ChannelArrays,
+    device_id: int = 1,
+    *,
+    frames_per_second: float = FRAMES_PER_SECOND,
+    clock: DeviceClock | None = None,
+    cgm_rate_hz: float = CGM_RATE_HZ,
+    cuff_rate_hz: float = CUFF_RATE_HZ,
+) -> Iterator[tuple[float, Frame]]:
+    """(send time s, Frame) for every channel `signals` streams, merged in send order.
+
+    Ties in time go to the lower channel number, so the order never depends on anything else.
+    `cgm_rate_hz` / `cuff_rate_hz` go in the header of sparse readings.
+    """
+    s = signals
+    common = {"device_id": device_id, "frames_per_second": frames_per_second, "clock": clock}
+    channels = []
+    if "ppg" in s.channels:
+        channels.append(channel_frames(Channel.PPG, s.ppg, s.ppg_rate, np.dtype("<i4"),
+                                       s.ppg_scale, lead_off=s.lead_off.get("ppg"), **common))
+    if "acc" in s.channels:
+        channels.append(channel_frames(Channel.ACCEL, s.acc, s.acc_rate, np.dtype("<i2"),
+                                       ACC_SCALE, **common))
+    if s.ecg is not None and "ecg" in s.channels:
+        channels.append(channel_frames(Channel.ECG, s.ecg, s.ecg_rate, np.dtype("<i2"),
+                                       ECG_SCALE, lead_off=s.lead_off.get("ecg"), **common))
+    if s.cgm is not None and "cgm" in s.channels:
+        times, readings = s.cgm
+        channels.append(channel_frames(Channel.CGM, readings, cgm_rate_hz, np.dtype("<i2"),
+                                       CGM_SCALE, times=times, **common))
+    if s.cuff is not None and "bp" in s.channels:
+        times, readings = s.cuff
+        channels.append(channel_frames(Channel.BP_CUFF, readings, cuff_rate_hz,
+                                       np.dtype("<i2"), CUFF_SCALE, times=times, **common))
+    for send_time, _, frame in heapq.merge(*channels, key=lambda item: item[:2]):
+        yield send_time, frame
+
+
+def stream(signals: ChannelArrays, device_id: int = 1, *,
+           frames_per_second: float = FRAMES_PER_SECOND) -> Iterator[tuple[float, bytes]]:
+    """(send time s, frame bytes) in send order: exactly what a wearable sends down the wire."""
+    for send_time, frame in frames(signals, device_id, frames_per_second=frames_per_second):
+        yield send_time, encode_frame(frame)
