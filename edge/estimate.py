@@ -224,6 +224,14 @@ class ModelRunner:
 
 
 class HeartRateRunner(ModelRunner):
+    """Heart rate, with two guards against motion artefact: the model's own uncertainty (the
+    spread of its output distribution) and the MotionArtefactGate's plausibility check."""
+
+    # Posterior SD above which a window under motion is not trusted. Measured on the exercise
+    # scenario: windows within 5 bpm of the truth have a median SD of 2.7 bpm (p90 6.9);
+    # those more than 10 bpm off, where heart and arm swing compete, 33-37 bpm.
+    MAX_SPREAD_BPM = 12.0
+
     def __init__(self, device: str, model: Model) -> None:
         super().__init__(device, model)
         self.gate = MotionArtefactGate()
@@ -231,7 +239,9 @@ class HeartRateRunner(ModelRunner):
     def interpret(self, outputs: np.ndarray, quality: str, motion_g: float | None,
                   end_s: float) -> list[Estimate]:
         (estimate,) = super().interpret(outputs, quality, motion_g, end_s)
-        if not self.gate.accepts(estimate.value, motion_g) and quality == GOOD:
+        moving = motion_g is not None and motion_g >= MotionArtefactGate.MOTION_G
+        unsure = moving and len(outputs) > 1 and outputs[1] > self.MAX_SPREAD_BPM
+        if quality == GOOD and (unsure or not self.gate.accepts(estimate.value, motion_g)):
             estimate = Estimate(**{**vars(estimate), "quality": MOTION})
         return [estimate]
 

@@ -153,8 +153,13 @@ def _output_decoder(manifest: Manifest):
                          f"{manifest.output.shape}")
 
     def expectation(p: np.ndarray) -> np.ndarray:
+        """[expectation, standard deviation] of the output distribution: the estimate and
+        how unsure the model is of it (a two-peaked posterior, e.g. heart vs arm swing, has
+        a wide one)."""
         p = np.clip(p.reshape(-1), 0.0, None)
-        return np.array([p @ values / max(p.sum(), 1e-9)])
+        p = p / max(p.sum(), 1e-9)
+        mean = p @ values
+        return np.array([mean, np.sqrt(max(p @ (values - mean) ** 2, 0.0))])
 
     return expectation
 
