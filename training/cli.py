@@ -15,6 +15,7 @@ from training.errors import TrainingError, WearableError
 # `--help` and argument errors do not wait for TensorFlow.
 MODELS: dict[str, str] = {
     "hr": "training.hr:train",
+    "glucose": "training.glucose:train",
     "bp": "training.bp:train",
 }
 ALL = "all"

@@ -1,0 +1,289 @@
+"""Glucose forecast from CGM history: the readings 20 and 30 min ahead, for "urgent low soon".
+
+The model sees the last WINDOW_READINGS CGM readings (5 min apart) as `cgm_history` features
+(differences to the newest reading, plus its level) and predicts the change to the reading 20
+and 30 min after the newest one; a fixed residual connection adds the newest level back, so
+the outputs are absolute forecasts in mg/dL (output kind "affine", one scale/offset per
+output). The runtime raises "urgent low soon" when glucose_20min <= 55 mg/dL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.bundle import Manifest, sha256_file
+from training import glucose_data as gdata
+from training import glucose_metrics as gm
+from training import provenance
+from training.bundle import publish, staging, tensor_specs
+from training.errors import TrainingError
+from training.windows import Preprocessing
+
+NAME = "glucose"
+VERSION = "1.0.0"
+WINDOW_READINGS = 12  # 1 h of readings; the runtime needs this many without a gap
+CENTER_MG_DL = 140.0
+SCALE_MG_DL = 100.0
+PREPROCESSING = Preprocessing(
+    channels=("CGM",),
+    sample_rate_hz=1.0 / 300.0,
+    window_s=WINDOW_READINGS * 300.0,
+    hop_s=300.0,
+    bandpass_hz=(),
+    filter_order=0,
+    features="cgm_history",
+    feature_params={"center_mg_dl": CENTER_MG_DL, "scale_mg_dl": SCALE_MG_DL},
+)
+OUTPUT_NAMES = tuple(gdata.HORIZONS)  # ("glucose_20min", "glucose_30min")
+MAX_TFLITE_BYTES = 64 * 1024
+# Acceptance targets on held-out subjects (int8, +30 min); the report marks each met or missed.
+TARGETS = {"rmse_30": 18.0, "improvement_vs_last_pct": 25.0, "clarke_ab_pct": 99.0,
+           "urgent_low_sensitivity_pct": 90.0}
+LINEAR_FITS = {"linear extrapolation (15 min)": 4, "linear extrapolation (30 min)": 7}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much data and training; `quick` trades accuracy for a CI-sized run."""
+
+    train_subjects: int
+    val_subjects: int
+    test_subjects: int  # random free-living subjects; scenario subjects are added on top
+    scenario_seeds: int  # per device_sim scenario: half as written, half jittered
+    train_days: tuple[float, float]
+    test_days: tuple[float, float]
+    epochs: int
+    width: int = 32
+    batch: int = 256
+    learning_rate: float = 3e-3
+    patience: int = 6
+
+    @staticmethod
+    def for_run(quick: bool) -> Plan:
+        if quick:
+            return Plan(train_subjects=32, val_subjects=6, test_subjects=8, scenario_seeds=2,
+                        train_days=(1.0, 1.5), test_days=(1.0, 1.0), epochs=8)
+        return Plan(train_subjects=240, val_subjects=24, test_subjects=48, scenario_seeds=8,
+                    train_days=(1.0, 3.0), test_days=(2.0, 2.0), epochs=40)
+
+
+def plan_splits(plan: Plan, seed: int) -> dict[str, list[gdata.CgmSubject]]:
+    """Subjects per split; ids and seeds never repeat across splits (split by subject).
+
+    Test: random free-living subjects at typical sensor noise, plus subjects built like each
+    device_sim scenario file (new seeds; half exactly as written, half with meals, boluses,
+    times and basal glucose varied)."""
+    test = gdata.plan_subjects("test", plan.test_subjects, seed, days=plan.test_days,
+                               noise_range=(0.5, 1.5))
+    for kind in gdata.SCENARIOS:
+        for jitter in (False, True):
+            half = plan.scenario_seeds // 2
+            n = half if jitter else plan.scenario_seeds - half
+            test += gdata.plan_subjects("test", n, seed, kind=kind, noise_range=(0.5, 1.5),
+                                        jitter=jitter, first_index=len(test))
+    return {
+        "train": gdata.plan_subjects("train", plan.train_subjects, seed, days=plan.train_days),
+        "val": gdata.plan_subjects("val", plan.val_subjects, seed, days=plan.train_days),
+        "test": test,
+    }
+
+
+def train(out: Path, *, quick: bool = False, seed: int = 0,
+          log: Callable[[str], None] = print) -> list[Path]:
+    """Simulate, train, quantise, evaluate and write the bundle into `out`; returns the
+    files written."""
+    started = time.monotonic()
+    plan = Plan.for_run(quick)
+    subjects = plan_splits(plan, seed)
+    series, sets = {}, {}
+    for split, members in subjects.items():
+        t0 = time.monotonic()
+        series[split], sets[split] = gdata.build(members, PREPROCESSING, workers=2)
+        log(f"{NAME}: {split}: {len(members)} subjects, {len(sets[split])} windows "
+            f"({time.monotonic() - t0:.1f}s)")
+
+    # TensorFlow only now: the simulation workers above are spawned without it.
+    from training import quantize
+
+    model = _fit(plan, sets, seed, log)
+    log(f"{NAME}: quantising to int8")
+    tflite = quantize.to_int8_tflite(model, _representative(sets["train"].x, seed), seed=seed)
+    if len(tflite) > MAX_TFLITE_BYTES:
+        raise TrainingError(f"{NAME}: int8 model is {len(tflite)} bytes, over the "
+                            f"{MAX_TFLITE_BYTES}-byte budget; shrink the network")
+    with staging(out) as stage:
+        manifest = _manifest(stage, tflite)
+        test = sets["test"]
+        int8_pred, latency_ms = _run_int8(stage / f"{NAME}.json", test.x)
+        float_pred = model.predict(test.x, batch_size=4096, verbose=0) * SCALE_MG_DL + CENTER_MG_DL
+        predictions = {"float": float_pred, "int8": int8_pred, **baselines(test)}
+        test_cgm = {sid: s.cgm for sid, s in series["test"].items()}
+        results = {k: evaluate(v, test, test_cgm) for k, v in predictions.items()}
+        last_rmse = results["last value"]["h30"]["rmse"]
+        for r in results.values():
+            r["improvement_vs_last_pct"] = 100.0 * (1.0 - r["h30"]["rmse"] / last_rmse)
+        q, f = results["int8"], results["float"]
+        log(f"{NAME}: +30 min RMSE int8 {q['h30']['rmse']:.2f} (float {f['h30']['rmse']:.2f}, "
+            f"last value {last_rmse:.2f}) mg/dL; Clarke A+B {q['clarke_30']['A+B']:.2f}%; "
+            f"urgent-low sensitivity {q['urgent_low']['sensitivity_pct']}%")
+        manifest = replace(
+            manifest,
+            metrics={
+                "float": results["float"],
+                "int8": results["int8"] | {"latency_ms_median": latency_ms,
+                                           "tflite_bytes": len(tflite)},
+                "baselines": {k: v for k, v in results.items() if k not in ("float", "int8")},
+                "targets": TARGETS,
+                "test_set": {"subjects": test.n_subjects, "windows": len(test),
+                             "kinds": _kinds(subjects["test"])},
+            },
+            training={
+                "seed": seed,
+                "quick": quick,
+                "subjects": {k: len(v) for k, v in subjects.items()},
+                "windows": {k: len(v) for k, v in sets.items()},
+                "plan": asdict(plan),
+                "duration_s": round(time.monotonic() - started, 1),
+                **provenance.describe(),
+            },
+        )
+        from training import glucose_report
+
+        glucose_report.write(stage, manifest, results, test, predictions, series["test"],
+                             subjects["test"], TARGETS, log)
+        return publish(stage, out, manifest)
+
+
+def _kinds(subjects: list[gdata.CgmSubject]) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for s in subjects:
+        key = s.kind + (" (varied)" if s.jitter else "")
+        kinds[key] = kinds.get(key, 0) + 1
+    return kinds
+
+
+def baselines(w: gdata.GlucoseWindows) -> dict[str, np.ndarray]:
+    """Last value, and least-squares lines over the last 15 and 30 min, at +20 and +30 min."""
+    out = {"last value": np.stack([w.last, w.last], axis=1)}
+    for name, k in LINEAR_FITS.items():
+        out[name] = np.stack([gm.linear_extrapolation(w.history, 5.0 * h, k)
+                              for h in gdata.HORIZONS.values()], axis=1)
+    return out
+
+
+def evaluate(pred: np.ndarray, w: gdata.GlucoseWindows,
+             series_cgm: dict[int, np.ndarray]) -> dict[str, Any]:
+    """Every held-out metric of one (n, 2) forecast against the future CGM readings."""
+    return {
+        "h20": gm.forecast_summary(pred[:, 0], w.y[:, 0]),
+        "h30": gm.forecast_summary(pred[:, 1], w.y[:, 1]),
+        "clarke_30": gm.clarke_summary(w.y[:, 1], pred[:, 1]),
+        "per_subject_rmse_30": gm.per_subject_rmse(pred[:, 1], w.y[:, 1], w.subject),
+        "urgent_low": gm.urgent_low(series_cgm, w.subject, w.end, pred[:, 0],
+                                    window_readings=WINDOW_READINGS),
+    }
+
+
+def build_net(n_inputs: int, width: int) -> Any:
+    """Two small dense layers predict the change at +20/+30 min; a fixed (non-trainable)
+    selection of the level input adds the newest reading back (residual), so the output is
+    the absolute forecast in (mg/dL − CENTER) / SCALE."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((n_inputs,), name="cgm_history")
+    h = layers.Dense(width, activation="relu", name="hidden_1")(inputs)
+    h = layers.Dense(width, activation="relu", name="hidden_2")(h)
+    change = layers.Dense(len(OUTPUT_NAMES), kernel_initializer="zeros", name="change")(h)
+    select = np.zeros((n_inputs, len(OUTPUT_NAMES)), np.float32)
+    select[-1, :] = 1.0  # the last feature is the newest reading's level
+    level = layers.Dense(len(OUTPUT_NAMES), use_bias=False, trainable=False, name="level",
+                         kernel_initializer=keras.initializers.Constant(select))(inputs)
+    outputs = layers.Add(name="forecast")([level, change])
+    return keras.Model(inputs, outputs, name="glucose_forecaster")
+
+
+def _fit(plan: Plan, sets: dict[str, gdata.GlucoseWindows], seed: int,
+         log: Callable[[str], None]) -> Any:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    train, val = sets["train"], sets["val"]
+    model = build_net(train.x.shape[1], plan.width)
+    steps = plan.epochs * int(np.ceil(len(train) / plan.batch))
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(plan.learning_rate, steps)),
+        loss="mse",
+    )
+    log(f"{NAME}: model {model.count_params()} parameters; training up to {plan.epochs} epochs")
+
+    def rmse(loss: float) -> float:
+        return float(np.sqrt(loss)) * SCALE_MG_DL
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs or {}
+            log(f"{NAME}: epoch {epoch + 1:3d}  train RMSE {rmse(logs.get('loss', 0)):5.2f}  "
+                f"val RMSE {rmse(logs.get('val_loss', 0)):5.2f} mg/dL (+20/+30 pooled)")
+
+    model.fit(
+        train.x, _target(train), validation_data=(val.x, _target(val)),
+        batch_size=plan.batch, epochs=plan.epochs, shuffle=True, verbose=0,
+        callbacks=[Progress(), keras.callbacks.EarlyStopping(
+            "val_loss", mode="min", patience=plan.patience, restore_best_weights=True)],
+    )
+    return model
+
+
+def _target(w: gdata.GlucoseWindows) -> np.ndarray:
+    return ((w.y - CENTER_MG_DL) / SCALE_MG_DL).astype(np.float32)
+
+
+def _representative(x: np.ndarray, seed: int, n: int = 500) -> np.ndarray:
+    """Training windows to calibrate int8 ranges: the extremes of every feature (so the
+    40-400 mg/dL range and the steepest courses are not clipped) plus a random rest."""
+    extremes = np.unique(np.concatenate([x.argmin(axis=0), x.argmax(axis=0)]))
+    rng = np.random.default_rng(seed)
+    rest = rng.choice(len(x), min(n - len(extremes), len(x)), replace=False)
+    return x[np.unique(np.concatenate([extremes, rest]))]
+
+
+def _manifest(stage: Path, tflite: bytes) -> Manifest:
+    path = stage / f"{NAME}.tflite"
+    path.write_bytes(tflite)
+    inp, out = tensor_specs(tflite)
+    manifest = Manifest(
+        name=NAME, version=VERSION, task="glucose_forecast", unit="mg/dL",
+        **PREPROCESSING.manifest_fields(),
+        input=inp, output=out, output_kind="affine",
+        output_params={"names": list(OUTPUT_NAMES),
+                       "scale": [SCALE_MG_DL] * len(OUTPUT_NAMES),
+                       "offset": [CENTER_MG_DL] * len(OUTPUT_NAMES)},
+        sha256=sha256_file(path), tflite=path.name,
+    )
+    manifest.write(stage / f"{NAME}.json")
+    return manifest
+
+
+def _run_int8(manifest_path: Path, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Forecasts through the runtime's own path (`Model.estimates`), and the median latency
+    of one call."""
+    from edge.infer import load_model
+
+    model = load_model(manifest_path)
+    pred = np.stack([model.estimates(w) for w in x])
+    times = []
+    for i in range(2000):
+        t0 = time.perf_counter()
+        model.estimates(x[i % len(x)])
+        times.append(time.perf_counter() - t0)
+    return pred, float(np.median(times) * 1e3)
