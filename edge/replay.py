@@ -24,8 +24,9 @@ from wire import Channel
 from wire import recordings as rec
 
 CHUNK = 1 << 16
-# edge.estimate cuts every window on the PPG; without an accelerometer it estimates from the
-# PPG alone (motion unknown), as it does for a live device that has none.
+# A model needs every channel of its manifest, except the accelerometer: without one,
+# edge.estimate.ModelRunner estimates from the rest (motion unknown), as for a live device
+# that has none.
 OPTIONAL_CHANNELS = frozenset({Channel.ACCEL})
 _WFDB_SIGNALS = {Channel.PPG: "PLETH, PPG or BVP", Channel.ECG: "an ECG lead (II, MLII, ...)"}
 
@@ -107,26 +108,29 @@ def _joined(frames: Iterable[bytes]) -> Iterator[bytes]:
 
 def _check_channels(signals: rec.Signals, models: list[Model], recording: Path,
                     kind: str) -> list[str]:
-    """WearableError naming the channel and the model if the recording lacks a channel the
-    model needs; a note for each optional one it lacks."""
+    """Notes on what the recording cannot feed; WearableError, naming the channel and the
+    model, if it can feed nothing at all (no model has its channels, and no CGM readings,
+    which give glucose estimates without a model)."""
     have = signals.wire_channels
-    notes = []
+    notes, missing = [], []
     for model in models:
         m = model.manifest
         label = f"{m.name}@{m.version}"
-        for name in m.channels:
-            channel = Channel[name]
-            if channel in have:
-                continue
-            if channel in OPTIONAL_CHANNELS:
-                notes.append(f"no {channel.name} in the recording: model {label} runs without "
-                             "it (motion unknown)")
-                continue
-            if kind == "csv":
-                fix = f"add the column(s) {rec.CSV_COLUMNS[channel]}"
-            else:
-                fix = f"use a record with a {_WFDB_SIGNALS.get(channel, channel.name)} signal"
-            present = ", ".join(c.name for c in have)
-            raise WearableError(f"recording {recording} has no {channel.name} channel, which "
-                                f"model {label} needs (the recording has {present}); {fix}")
+        lacks = [Channel[c] for c in m.channels if Channel[c] not in have]
+        if lacks and all(c in OPTIONAL_CHANNELS for c in lacks):
+            notes.append(f"no {'/'.join(c.name for c in lacks)} in the recording: model "
+                         f"{label} runs without it (motion unknown)")
+        elif lacks:
+            needed = next(c for c in lacks if c not in OPTIONAL_CHANNELS)
+            missing.append((needed, label))
+            notes.append(f"no {needed.name} in the recording: model {label} gives nothing")
+    if missing and len(missing) == len(models) and Channel.CGM not in have:
+        channel, label = missing[0]
+        if kind == "csv":
+            fix = f"add the column(s) {rec.CSV_COLUMNS[channel]}"
+        else:
+            fix = f"use a record with a {_WFDB_SIGNALS.get(channel, channel.name)} signal"
+        present = ", ".join(c.name for c in have)
+        raise WearableError(f"recording {recording} has no {channel.name} channel, which "
+                            f"model {label} needs (the recording has {present}); {fix}")
     return notes

@@ -27,10 +27,11 @@ import csv
 import heapq
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 import numpy as np
 
@@ -187,10 +188,14 @@ def load_csv(path: str | os.PathLike) -> Signals:
             raise RecordingError(f"{path}:1: missing column "
                                  f"{'dbp' if 'sbp' in header else 'sbp'!r}; a cuff reading "
                                  "needs both sbp and dbp")
-        rows = _csv_rows(path, reader, header)
-    if len(rows) < 2:
+        data = _fast_rows(handle, header)
+        if data is None:  # something to point at, or something numpy would not read
+            handle.seek(0)
+            reader = csv.reader(handle)
+            next(reader)
+            data = _checked_rows(path, reader, header)
+    if len(data) < 2:
         raise RecordingError(f"{path}: fewer than two rows of data; nothing to replay")
-    data = np.array(rows)
     t = data[:, header.index("time_s")]
     t = t - t[0]
     dt = np.diff(t)
@@ -223,8 +228,41 @@ def load_csv(path: str | os.PathLike) -> Signals:
             from None
 
 
-def _csv_rows(path: Path, reader: Iterator[list[str]], header: list[str]) -> list[list[float]]:
-    """The data rows as floats (NaN for an empty sparse cell); times strictly increasing."""
+def _fast_rows(handle: TextIO, header: list[str]) -> np.ndarray | None:
+    """The data rows as floats (NaN for an empty sparse cell), read by numpy's C parser; None
+    if anything is off (a bad cell, a short row, times that do not increase...), which
+    `_checked_rows` then points at."""
+    time_col = header.index("time_s")
+    sparse = {j: _sparse_cell for j, name in enumerate(header) if name in SPARSE}
+    dense = [j for j, name in enumerate(header) if name not in SPARSE]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": the checks say it
+            data = np.loadtxt(handle, dtype=float, delimiter=",", comments=None, quotechar='"',
+                              ndmin=2, converters=sparse or None)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if (data.ndim != 2 or data.shape[1] != len(header) or len(data) < 2
+            or not np.isfinite(data[:, dense]).all()
+            or not (np.diff(data[:, time_col]) > 0).all()):
+        return None
+    return data
+
+
+def _sparse_cell(cell: str) -> float:
+    """A glucose/sbp/dbp cell: empty (no reading: NaN) or a finite number."""
+    cell = cell.strip()
+    if not cell:
+        return math.nan
+    value = float(cell)
+    if not math.isfinite(value):
+        raise ValueError(f"{cell!r} is not a number")
+    return value
+
+
+def _checked_rows(path: Path, reader: Iterator[list[str]], header: list[str]) -> np.ndarray:
+    """The data rows, row by row: RecordingError naming the line and column of the first bad
+    cell."""
     rows: list[list[float]] = []
     time_col = header.index("time_s")
     line = 1
@@ -258,7 +296,7 @@ def _csv_rows(path: Path, reader: Iterator[list[str]], header: list[str]) -> lis
     except UnicodeDecodeError:
         raise RecordingError(f"{path}:{line + 1}: not UTF-8 text; save the file as UTF-8 "
                              "(numbers with '.' as the decimal separator)") from None
-    return rows
+    return np.array(rows, dtype=float).reshape(-1, len(header))
 
 
 def load_wfdb(path: str | os.PathLike) -> Signals:
