@@ -5,6 +5,8 @@ the shipped int8 HR bundle on a real TFLite interpreter)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +190,33 @@ def test_csv_quirks_read_like_a_plain_file(tmp_path) -> None:
     assert np.array_equal(a.ppg, b.ppg) and a.ppg_rate == b.ppg_rate == pytest.approx(50)
     assert np.array_equal(a.cgm[0], b.cgm[0]) and np.array_equal(a.cgm[1], b.cgm[1])
     assert list(a.cgm[1]) == [90, 91, 92, 93]
+
+
+def test_edge_reads_a_csv_without_the_simulator(tmp_path) -> None:
+    """The runtime reads recordings through wire.recordings: replaying a CSV file imports
+    neither device_sim nor TensorFlow."""
+    path = tmp_path / "walk.csv"
+    path.write_text(ppg_csv(12, 64.0))
+    code = ("import sys\nfrom edge.cli import main\n"
+            f"assert main(['replay', {str(path)!r}, '--models', {str(MODELS)!r}, "
+            "'--out', 'none']) == 0\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'device_sim', 'tensorflow', 'training'}))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[]\n"
+
+
+def test_glucose_only_csv_is_not_an_error(tmp_path, capsys) -> None:
+    """CGM readings give glucose estimates without a model, so a recording with nothing for
+    the HR model still replays; the summary says what the model lacked."""
+    path = tmp_path / "cgm.csv"
+    path.write_text("time_s,glucose\n" + "".join(f"{300 * i},{110 - 5 * i}\n" for i in range(6)))
+    out = tmp_path / "events.jsonl"
+    code, err = replay(capsys, path, out)
+    assert code == 0, err
+    assert f"no PPG in the recording: model {HR_LABEL} gives nothing" in err
+    vitals = [m["payload"] for m in messages(out) if m["topic"].endswith("/vitals")]
+    assert [(v["vital"], v["value"]) for v in vitals] == [
+        ("glucose", 110 - 5 * i) for i in range(6)]

@@ -109,12 +109,6 @@ class Signals:
     def wire_channels(self) -> tuple[Channel, ...]:
         return tuple(WIRE_CHANNELS[name] for name in self.channels)
 
-    def rate(self, channel: Channel) -> float:
-        """Sample rate of a dense channel (the nominal one of a sparse channel)."""
-        return {Channel.PPG: self.ppg_rate, Channel.ACCEL: self.acc_rate,
-                Channel.ECG: self.ecg_rate, Channel.CGM: CGM_RATE_HZ,
-                Channel.BP_CUFF: CUFF_RATE_HZ}[channel]
-
 
 # --- reading recordings -------------------------------------------------------------------
 
