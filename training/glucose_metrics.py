@@ -100,9 +100,10 @@ def urgent_low(series_cgm: Mapping[int, np.ndarray], subject: np.ndarray, end: n
     - Alert episodes: runs of consecutive alerting windows. An episode is false when no
       reading from its first window through the next 30 min is ≤ 55 mg/dL (so an alert
       during an ongoing low is not false). Per day: over the total time covered by windows.
+      Near misses: false episodes with a reading ≤ 70 mg/dL within those 30 min.
     """
     detected, missed, leads = 0, 0, []
-    false_episodes = episodes = 0
+    false_episodes = episodes = near_misses = 0
     windows_total = 0
     for sid, cgm in series_cgm.items():
         sel = subject == sid
@@ -126,6 +127,7 @@ def urgent_low(series_cgm: Mapping[int, np.ndarray], subject: np.ndarray, end: n
                 ahead = cgm[e : e + FALSE_ALERT_HORIZON_READINGS + 1]
                 if not (ahead <= URGENT_LOW_MG_DL).any():
                     false_episodes += 1
+                    near_misses += int((ahead <= REARM_MG_DL).any())
             prev_end, prev_alert = e, a
     days = windows_total * READING_MIN / 1440.0
     events = detected + missed
@@ -136,6 +138,7 @@ def urgent_low(series_cgm: Mapping[int, np.ndarray], subject: np.ndarray, end: n
         "median_lead_min": float(np.median(leads)) if leads else None,
         "alert_episodes": episodes,
         "false_alert_episodes": false_episodes,
+        "false_alerts_reaching_70": near_misses,  # of those, reading <= 70 within 30 min
         "false_alerts_per_day": float(false_episodes / days) if days else None,
         "days": float(days),
     }

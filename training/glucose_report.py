@@ -164,7 +164,7 @@ def _clarke_table(results: dict[str, dict[str, Any]]) -> str:
 
 def _urgent_table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| variant | events | detected | sensitivity | median lead | alert episodes | "
-             "false alerts | false alerts / day |",
+             "false alerts (reaching ≤ 70) | false alerts / day |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         u = r["urgent_low"]
@@ -172,7 +172,7 @@ def _urgent_table(results: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"| {name} | {u['events']} | {u['detected']} | {_f(u['sensitivity_pct'], '.1f')}% "
             f"| {_f(lead, '.0f')} min | {u['alert_episodes']} | {u['false_alert_episodes']} "
-            f"| {_f(u['false_alerts_per_day'])} |")
+            f"({u['false_alerts_reaching_70']}) | {_f(u['false_alerts_per_day'])} |")
     return "\n".join(lines)
 
 
@@ -274,8 +274,10 @@ Definitions (CGM readings, 5 min apart, per subject):
   windows to the event.
 - **False alerts**: an alert episode is a run of consecutive windows with glucose_20min ≤
   {gm.URGENT_LOW_MG_DL:g}; it is false when no reading from its first window through the
-  next 30 min is ≤ {gm.URGENT_LOW_MG_DL:g} (an alert during an ongoing low is not false).
-  Per day of windows (all held-out subjects, {q['urgent_low']['days']:.1f} days).
+  next 30 min is ≤ {gm.URGENT_LOW_MG_DL:g} (an alert during an ongoing low is not false);
+  in brackets, those false alerts after which the CGM still fell to ≤ {gm.REARM_MG_DL:g}
+  mg/dL within 30 min (near misses). Per day of windows (all held-out subjects,
+  {q['urgent_low']['days']:.1f} days).
 
 Linear extrapolation and last value are scored with the same rule applied to their +20 min
 forecast.
@@ -303,8 +305,12 @@ meal and bolus sizes ×0.8-1.25, event times ±20 min and basal glucose ±10%.
 - Two dense layers ({t['plan']['width']} units, ReLU) predict the change to +20 and +30
   min; a fixed residual adds the newest level back. Output {m.output.shape} int8, estimate
   = {m.output_params['scale']}·y + {m.output_params['offset']} mg/dL, named
-  {m.output_params['names']}. MSE loss, Adam with a cosine-decayed learning rate, early
-  stopping on the validation loss.
+  {m.output_params['names']}. Loss: squared error, times 1 + w·σ((
+  {t['plan']['low_center_mg_dl']:g} − reading) / {t['plan']['low_width_mg_dl']:g}) when the
+  forecast is above an actual low reading, w = {t['plan']['low_weight'][0]:g} at +20 min and
+  {t['plan']['low_weight'][1]:g} at +30 min: a missed low costs more than a false alert, and
+  plain squared error shrinks forecasts towards the mean so they reach a low too late. Adam
+  with a cosine-decayed learning rate, early stopping on the validation loss.
 - {m.tflite}: {q['tflite_bytes']} bytes, sha256 `{m.sha256[:16]}…`. Median latency of one
   `edge.infer.Model.estimates` call: {q['latency_ms_median']:.3f} ms (2000 calls, one
   thread, {t['machine']}).
