@@ -3,7 +3,10 @@
 Every figure is a median over repeats and comes with the peer measured in the same run
 (shared, noisy machines: compare ratios, not absolute numbers across runs).
 
-    python -m bench [--minutes 20] [--cycles 12] [--speed 20]
+    python -m bench [--minutes 20] [--cycles 12] [--speed 20] [--devices 1,4,16]
+
+`devices` is bench/devices.py (scaling with 1, 4, 16 wearables, real time and replay): its
+table goes to stderr, its figures into the JSON and bench/results/devices.json.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
+from bench import devices as devices_bench
 from deploy.broker import PrivateBroker
 from device_sim.physiology import simulate
 from device_sim.scenarios import Scenario, get_scenario
@@ -210,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cycles", type=int, default=12, help="tachycardia episodes, e2e")
     parser.add_argument("--speed", type=float, default=20, help="e2e stream pacing")
+    parser.add_argument("--devices", type=devices_bench.counts_arg, default=[1, 4, 16],
+                        help="device counts for the scaling bench (bench/devices.py)")
+    parser.add_argument("--no-devices", action="store_true",
+                        help="skip the scaling bench (about 6 minutes)")
     args = parser.parse_args(argv)
 
     log(f"simulating a {args.minutes:g}-minute 'normal' recording")
@@ -227,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     inference = bench_inference(2000)
     log(f"end to end over a pty and mosquitto ({args.cycles} tachycardia episodes)")
     e2e = bench_end_to_end(args.cycles, args.speed)
+    scaling = None
+    if not args.no_devices:
+        log(f"scaling with {', '.join(map(str, args.devices))} devices (bench/devices.py)")
+        scaling = devices_bench.run(args.devices, interval=40.0, warmup=10.0,
+                                    minutes=args.minutes, repeats=3)
+        print(devices_bench.table(scaling), file=sys.stderr, flush=True)
+        log(f"written to {devices_bench.save(scaling).relative_to(ROOT)}")
     result = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "replay": ours,
@@ -235,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             heartpy["wall_seconds_median"] / ours["wall_seconds_median"], 2),
         "hr_inference": inference,
         "end_to_end": e2e,
+        "devices": scaling,
     }
     print(json.dumps(result, indent=2))
     return 0
