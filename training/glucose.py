@@ -136,9 +136,11 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
         for r in results.values():
             r["improvement_vs_last_pct"] = 100.0 * (1.0 - r["h30"]["rmse"] / last_rmse)
         q, f = results["int8"], results["float"]
+        sens = q["urgent_low"]["sensitivity_pct"]
         log(f"{NAME}: +30 min RMSE int8 {q['h30']['rmse']:.2f} (float {f['h30']['rmse']:.2f}, "
             f"last value {last_rmse:.2f}) mg/dL; Clarke A+B {q['clarke_30']['A+B']:.2f}%; "
-            f"urgent-low sensitivity {q['urgent_low']['sensitivity_pct']}%")
+            f"urgent-low sensitivity {'–' if sens is None else f'{sens:.1f}'}% "
+            f"({q['urgent_low']['detected']}/{q['urgent_low']['events']} events)")
         manifest = replace(
             manifest,
             metrics={
