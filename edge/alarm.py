@@ -25,7 +25,7 @@ from edge.config import (
     ThresholdAlarmConfig,
 )
 from edge.errors import CommandError
-from edge.estimate import GOOD, MOTION, MOTION_UNKNOWN, SENSOR, Estimate
+from edge.estimate import GOOD, MOTION, MOTION_UNKNOWN, SENSOR, Estimate, MotionArtefactGate
 
 EVENTS = ("raised", "reminder", "silenced", "acknowledged", "cleared")
 
@@ -67,18 +67,22 @@ class _Rule:
     def unit(self, e: Estimate) -> str:
         return "mg/dL/min" if self.field.startswith("trend") else e.unit
 
+    def limit(self, e: Estimate) -> float:
+        c = self.config
+        moving = e.motion_g is not None and e.motion_g >= MotionArtefactGate.MOTION_G
+        return c.moving_threshold if moving and c.moving_threshold else c.threshold
+
     def crossed(self, e: Estimate) -> bool:
         if self.bad:
             return e.quality in self.bad
-        c, v = self.config, self.reading(e)
-        return v is not None and (v > c.threshold if self.above else v <= c.threshold)
+        limit, v = self.limit(e), self.reading(e)
+        return v is not None and (v > limit if self.above else v <= limit)
 
     def recovered(self, e: Estimate) -> bool:
         if self.bad:
             return e.quality == GOOD
-        c, v = self.config, self.reading(e)
-        return v is not None and (v <= c.threshold - c.hysteresis if self.above
-                                  else v >= c.threshold + c.hysteresis)
+        limit, v, h = self.limit(e), self.reading(e), self.config.hysteresis
+        return v is not None and (v <= limit - h if self.above else v >= limit + h)
 
     def describe(self, e: Estimate) -> str:
         if self.bad:
@@ -88,8 +92,7 @@ class _Rule:
             return f"{self.label}: nothing for {v / 60:.0f} min" if v >= 120 else (
                 f"{self.label}: nothing for {v:.0f} s")
         side = "above" if self.above else "at or below"
-        return (f"{self.label}: {v:.1f} {self.unit(e)} ({side} limit "
-                f"{self.config.threshold:g})")
+        return f"{self.label}: {v:.1f} {self.unit(e)} ({side} limit {self.limit(e):g})"
 
 
 def _stale(config: StaleDataAlarmConfig) -> ThresholdAlarmConfig:
@@ -230,7 +233,7 @@ class Alarm:
         return AlarmEvent(
             self.active_id or "", self.device, rule.condition, kind, c.priority, rule.kind,
             rule.reading(estimate) if measured else None,
-            c.threshold if measured else None, rule.unit(estimate),
+            rule.limit(estimate) if measured else None, rule.unit(estimate),
             message or rule.describe(estimate), estimate.device_time_s,
             self.onset_s if self.onset_s is not None else estimate.device_time_s, operator)
 

@@ -68,6 +68,9 @@ class ThresholdAlarmConfig:
     clear_delay_s: float = 4.0
     latching: bool = False  # stays active after the condition ends, until acknowledged
     enabled: bool = True
+    # The limit while the wearer moves (accelerometer), for heart rate: exercise is not a
+    # tachycardia. 0: the same as `threshold`.
+    moving_threshold: float = 0.0
 
     def check(self, key: str, max_delay_s: float = 600.0) -> None:
         _require(self.priority in PRIORITIES, f"{key}.priority",
@@ -76,6 +79,8 @@ class ThresholdAlarmConfig:
         _require(0 <= self.delay_s <= max_delay_s, f"{key}.delay_s",
                  f"must be between 0 and {max_delay_s:g} seconds")
         _require(self.clear_delay_s >= 0, f"{key}.clear_delay_s", "must be >= 0")
+        _require(self.moving_threshold == 0 or self.moving_threshold >= self.threshold,
+                 f"{key}.moving_threshold", "must be 0 (off) or at least the threshold")
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,11 @@ URGENT_LOW_MG_DL = 55.0  # Dexcom G7 / xDrip+ urgent low: fixed, cannot be turne
 class AlarmsConfig:
     """Alarm limits; a table given in the file overrides only the keys it sets."""
 
-    hr_high: ThresholdAlarmConfig = field(default_factory=partial(_Limit, 120.0))
+    # Above 120 bpm at rest; while the wearer moves (walking, a run) above 170 bpm, so a
+    # normal day's exercise raises no alarm (like the high-HR notifications of consumer
+    # watches); set moving_threshold = 0 for a patient who should not exercise.
+    hr_high: ThresholdAlarmConfig = field(
+        default_factory=partial(_Limit, 120.0, moving_threshold=170.0))
     hr_low: ThresholdAlarmConfig = field(default_factory=partial(_Limit, 45.0, "high"))
     # Blood pressure (cuffless, after calibration), mmHg. BP moves slowly and its estimate is
     # noisier than HR: a 10-s condition delay.
@@ -130,7 +139,8 @@ class AlarmsConfig:
         default_factory=partial(_Limit, 90.0, "high", delay_s=10.0))
     dbp_high: ThresholdAlarmConfig = field(
         default_factory=partial(_Limit, 110.0, "medium", delay_s=10.0))
-    # Glucose, mg/dL, and its rate of change, mg/dL/min (Dexcom offers 2 or 3 mg/dL/min).
+    # Glucose, mg/dL, and its rate of change, mg/dL/min (Dexcom offers 2 or 3 mg/dL/min): a
+    # fast fall heads for a low (2); a rise of 2 follows many meals, so it alarms at 3.
     glucose_urgent_low: ThresholdAlarmConfig = field(
         default_factory=partial(_Limit, URGENT_LOW_MG_DL, "high", **_GLUCOSE))
     glucose_low: ThresholdAlarmConfig = field(
@@ -138,7 +148,7 @@ class AlarmsConfig:
     glucose_high: ThresholdAlarmConfig = field(
         default_factory=partial(_Limit, 250.0, "medium", **_GLUCOSE))
     glucose_rising: ThresholdAlarmConfig = field(
-        default_factory=partial(_Limit, 2.0, "low", hysteresis=1.0, **_GLUCOSE))
+        default_factory=partial(_Limit, 3.0, "low", hysteresis=1.0, **_GLUCOSE))
     glucose_falling: ThresholdAlarmConfig = field(
         default_factory=partial(_Limit, 2.0, "medium", hysteresis=1.0, **_GLUCOSE))
     # The glucose model's 20-min forecast at or below this: "urgent low soon".

@@ -149,3 +149,23 @@ def test_sustained_bad_signal_raises_a_technical_alarm_and_good_signal_clears_it
     cleared = run(engine, [(t, 70) for t in range(40, 50, 2)])
     assert [(e.condition, e.event, e.device_time_s) for e in cleared] == [
         ("ppg_sensor", "cleared", 44)]
+
+
+def moving_hr(t, value, motion_g):
+    return Estimate("d1", "heart_rate", value, "bpm", GOOD, motion_g, t, "hr@test")
+
+
+def test_hr_high_uses_the_moving_limit_while_the_wearer_moves():
+    engine = AlarmEngine(AlarmsConfig())  # 120 at rest, 170 while moving (>= 0.05 g)
+    running = [e for t in range(0, 20, 2) for e in engine.update(moving_hr(t, 150, 0.3))]
+    assert running == []  # a run at 150 bpm is exercise, not a tachycardia
+    events = [e for t in range(20, 40, 2) for e in engine.update(moving_hr(t, 150, 0.01))]
+    assert [(e.event, e.limit) for e in events] == [("raised", 120)]  # the same rate at rest
+    # Unknown motion (no accelerometer): the resting limit applies.
+    engine = AlarmEngine(AlarmsConfig())
+    events = [e for t in range(0, 10, 2) for e in engine.update(moving_hr(t, 150, None))]
+    assert [(e.event, e.limit) for e in events] == [("raised", 120)]
+    # Off for a patient who must not pass 120 even when walking.
+    engine = AlarmEngine(AlarmsConfig(hr_high=ThresholdAlarmConfig(120, moving_threshold=0)))
+    events = [e for t in range(0, 10, 2) for e in engine.update(moving_hr(t, 150, 0.3))]
+    assert [(e.event, e.limit) for e in events] == [("raised", 120)]

@@ -78,7 +78,7 @@ def test_high_and_rate_of_change_alarms():
     assert ("glucose_high", "raised") in events
     rising = [m for m in payloads if m.get("condition") == "glucose_rising"]
     assert rising and rising[0]["event"] == "raised" and rising[0]["unit"] == "mg/dL/min"
-    assert rising[0]["value"] > 2.0 and rising[0]["limit"] == 2.0
+    assert rising[0]["value"] > 3.0 and rising[0]["limit"] == 3.0
 
 
 def test_falling_fast_with_a_stricter_configured_rate():
