@@ -481,8 +481,8 @@ def table(result: dict) -> str:
     cores = max(r["process_cpu_cores"] for r in rp["runs"])
     if cores < 0.9:
         lines.append(f"  note: the bench process never got more than {cores:.2f} of a core "
-                     "(other jobs on the machine), so wall speeds rise with N only because more "
-                     "threads win more CPU time; compare device-s/CPU-s")
+                     "(other jobs on the machine): wall speeds also measure how much CPU it won "
+                     "(more threads win more); compare device-s/CPU-s")
     return "\n".join(lines)
 
 
