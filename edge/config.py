@@ -114,9 +114,10 @@ class StaleDataAlarmConfig:
         _require(self.after_s >= 5, f"{key}.after_s", "must be at least 5 seconds")
 
 
-# Glucose readings come every 5 min: each one is a fresh measurement, so the condition and
-# clear delays default to 0 (the next reading is 5 min away).
-_GLUCOSE = {"delay_s": 0.0, "clear_delay_s": 0.0}
+# Glucose readings come every 5 min: each one is a fresh measurement, so an alarm is raised
+# on the first reading past the limit; it clears after 10 min (three readings) back inside,
+# so a low that bounces once above the limit stays one alarm.
+_GLUCOSE = {"delay_s": 0.0, "clear_delay_s": 600.0}
 _Limit = ThresholdAlarmConfig
 URGENT_LOW_MG_DL = 55.0  # Dexcom G7 / xDrip+ urgent low: fixed, cannot be turned off
 
