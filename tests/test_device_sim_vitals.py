@@ -129,7 +129,7 @@ def test_cgm_tracks_glucose_with_a_lag() -> None:
     hypo = simulate("hypoglycaemia", 1, ppg_rate=10, acc_rate=10)  # fast: CGM is the point
     assert hypo.truth.glucose_mg_dl.min() < 54 and hypo.truth.glucose_mg_dl[0] == 120
     times, cgm = hypo.cgm
-    assert np.all(np.diff(times) == CGM_PERIOD_S) and len(times) == 14400 // 300
+    assert np.all(np.diff(times) == CGM_PERIOD_S) and len(times) == 16200 // 300
     plasma = hypo.truth.glucose_mg_dl[times.astype(int)]
     assert np.abs(cgm - plasma).mean() < 15
     assert cgm.min() < 60
