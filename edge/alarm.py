@@ -15,6 +15,7 @@ it. Time is the device's clock, so a replay raises exactly the alarms the live r
 from __future__ import annotations
 
 import dataclasses
+import math
 import uuid
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ from edge.errors import CommandError
 from edge.estimate import GOOD, MOTION, MOTION_UNKNOWN, SENSOR, Estimate, MotionArtefactGate
 
 EVENTS = ("raised", "reminder", "silenced", "acknowledged", "cleared")
+MOVING_HOLD_S = 300.0  # a rule's moving limit applies this long after the wearer stops
 
 
 @dataclass(frozen=True)
@@ -67,24 +69,23 @@ class _Rule:
     def unit(self, e: Estimate) -> str:
         return "mg/dL/min" if self.field.startswith("trend") else e.unit
 
-    def limit(self, e: Estimate) -> float:
+    def limit(self, moving: bool = False) -> float:
         c = self.config
-        moving = e.motion_g is not None and e.motion_g >= MotionArtefactGate.MOTION_G
         return c.moving_threshold if moving and c.moving_threshold else c.threshold
 
-    def crossed(self, e: Estimate) -> bool:
+    def crossed(self, e: Estimate, moving: bool = False) -> bool:
         if self.bad:
             return e.quality in self.bad
-        limit, v = self.limit(e), self.reading(e)
+        limit, v = self.limit(moving), self.reading(e)
         return v is not None and (v > limit if self.above else v <= limit)
 
-    def recovered(self, e: Estimate) -> bool:
+    def recovered(self, e: Estimate, moving: bool = False) -> bool:
         if self.bad:
             return e.quality == GOOD
-        limit, v, h = self.limit(e), self.reading(e), self.config.hysteresis
+        limit, v, h = self.limit(moving), self.reading(e), self.config.hysteresis
         return v is not None and (v <= limit - h if self.above else v >= limit + h)
 
-    def describe(self, e: Estimate) -> str:
+    def describe(self, e: Estimate, moving: bool = False) -> str:
         if self.bad:
             return self.label
         v = self.reading(e)
@@ -92,7 +93,7 @@ class _Rule:
             return f"{self.label}: nothing for {v / 60:.0f} min" if v >= 120 else (
                 f"{self.label}: nothing for {v:.0f} s")
         side = "above" if self.above else "at or below"
-        return f"{self.label}: {v:.1f} {self.unit(e)} ({side} limit {self.limit(e):g})"
+        return f"{self.label}: {v:.1f} {self.unit(e)} ({side} limit {self.limit(moving):g})"
 
 
 def _stale(config: StaleDataAlarmConfig) -> ThresholdAlarmConfig:
@@ -159,16 +160,22 @@ class Alarm:
         self.silenced_until = -1.0
         self.last_alert_s = 0.0
         self.last: Estimate | None = None  # the newest estimate seen
+        self.last_moving_s = -math.inf  # device time the wearer was last seen moving
+        self.moving = False
 
     def update(self, estimate: Estimate) -> AlarmEvent | None:
         t, c = estimate.device_time_s, self.rule.config
         self.last = estimate
+        if estimate.motion_g is not None and estimate.motion_g >= MotionArtefactGate.MOTION_G:
+            self.last_moving_s = t
+        # The moving limit holds while the wearer moves and while the heart rate recovers.
+        self.moving = moving = t - self.last_moving_s <= MOVING_HOLD_S
         if self.active_id is None:
-            if self.onset_s is None and not self.rule.crossed(estimate):
+            if self.onset_s is None and not self.rule.crossed(estimate, moving):
                 return None
             # A pending crossing survives a noisy estimate just inside the limit: only a
             # clear recovery (past the hysteresis) restarts the condition delay.
-            if self.onset_s is not None and self.rule.recovered(estimate):
+            if self.onset_s is not None and self.rule.recovered(estimate, moving):
                 self.onset_s = None
                 return None
             if self.onset_s is None:
@@ -181,7 +188,7 @@ class Alarm:
             return self._event("raised", estimate)
         if self.condition_over:
             return None  # latched: waits for an acknowledgement
-        if not self.rule.recovered(estimate):
+        if not self.rule.recovered(estimate, moving):
             self.recovery_s = None
             return self._reminder(estimate)
         if self.recovery_s is None:
@@ -233,8 +240,8 @@ class Alarm:
         return AlarmEvent(
             self.active_id or "", self.device, rule.condition, kind, c.priority, rule.kind,
             rule.reading(estimate) if measured else None,
-            rule.limit(estimate) if measured else None, rule.unit(estimate),
-            message or rule.describe(estimate), estimate.device_time_s,
+            rule.limit(self.moving) if measured else None, rule.unit(estimate),
+            message or rule.describe(estimate, self.moving), estimate.device_time_s,
             self.onset_s if self.onset_s is not None else estimate.device_time_s, operator)
 
 

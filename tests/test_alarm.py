@@ -159,8 +159,9 @@ def test_hr_high_uses_the_moving_limit_while_the_wearer_moves():
     engine = AlarmEngine(AlarmsConfig())  # 120 at rest, 170 while moving (>= 0.05 g)
     running = [e for t in range(0, 20, 2) for e in engine.update(moving_hr(t, 150, 0.3))]
     assert running == []  # a run at 150 bpm is exercise, not a tachycardia
-    events = [e for t in range(20, 40, 2) for e in engine.update(moving_hr(t, 150, 0.01))]
-    assert [(e.event, e.limit) for e in events] == [("raised", 120)]  # the same rate at rest
+    # Stopped: the moving limit holds 5 min while the rate recovers, then 120 applies.
+    events = [e for t in range(20, 400, 2) for e in engine.update(moving_hr(t, 150, 0.01))]
+    assert [(e.event, e.limit, e.device_time_s) for e in events] == [("raised", 120, 322)]
     # Unknown motion (no accelerometer): the resting limit applies.
     engine = AlarmEngine(AlarmsConfig())
     events = [e for t in range(0, 10, 2) for e in engine.update(moving_hr(t, 150, None))]
