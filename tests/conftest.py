@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Protocol
 
 import paho.mqtt.client as mqtt
 import pytest
+from e2e import Processes
 
 from deploy.broker import BrokerUnavailable, PrivateBroker, find_mosquitto
 
@@ -341,3 +342,11 @@ def mqtt_publish(request: pytest.FixtureRequest) -> Publisher:
         )
 
     return send
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Subprocesses (simulators, runtimes) killed at the end of the test, pass or fail."""
+    procs = Processes()
+    yield procs
+    procs.stop_all()
