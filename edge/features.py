@@ -9,6 +9,7 @@ amplitude or offset.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -127,9 +128,10 @@ def r_peaks(ecg: np.ndarray, fs: float, *, min_rr_s: float = 0.25) -> np.ndarray
     from scipy.signal import find_peaks
 
     x = ecg - np.median(ecg)
-    if -np.percentile(x, 0.5) > 1.5 * np.percentile(x, 99.5):
-        x = -x
-    top = float(np.percentile(x, 99.5))
+    low, top = np.percentile(x, [0.5, 99.5])
+    if -low > 1.5 * top:
+        x, top = -x, -low
+    top = float(top)
     if not np.isfinite(top) or top <= 1e-12 * (1.0 + float(np.abs(ecg).max())):
         return np.zeros(0)
     peaks, _ = find_peaks(x, height=0.5 * top, distance=max(1, int(min_rr_s * fs)))
@@ -138,6 +140,16 @@ def r_peaks(ecg: np.ndarray, fs: float, *, min_rr_s: float = 0.25) -> np.ndarray
     den = a - 2 * b + c
     frac = np.where(np.abs(den) > 1e-12, 0.5 * (a - c) / np.where(den == 0, 1, den), 0.0)
     return peaks + np.clip(frac, -0.5, 0.5)
+
+
+@functools.lru_cache(maxsize=8)
+def _upsampling_fir(up: int) -> np.ndarray:
+    """resample_poly's own default filter for (up, 1), built once instead of every call."""
+    from scipy.signal import firwin
+
+    h = firwin(2 * 10 * up + 1, 1.0 / up, window=("kaiser", 5.0))
+    h.flags.writeable = False
+    return h
 
 
 def _parabolic_max(y: np.ndarray) -> tuple[float, float]:
@@ -184,8 +196,8 @@ def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: flo
 
     up = max(1, int(np.ceil(upsample_hz / fs)))
     fs_u = fs * up
-    e_u = resample_poly(e[:n], up, 1) if up > 1 else e[:n]
-    p_u = resample_poly(p[:n], up, 1) if up > 1 else p[:n]
+    e_u = resample_poly(e[:n], up, 1, window=_upsampling_fir(up)) if up > 1 else e[:n]
+    p_u = resample_poly(p[:n], up, 1, window=_upsampling_fir(up)) if up > 1 else p[:n]
     p_u = (p_u - p_u.mean()) / (p_u.std() + _EPS)
     r = r_peaks(e_u, fs_u)
     if len(r) < 2:

@@ -63,9 +63,11 @@ class Plan:
     hidden: tuple[int, ...] = (96, 64)
     batch: int = 256
     learning_rate: float = 2e-3
-    pairs_per_window: int = 2
-    absolute_weight: float = 0.25  # of the absolute error beside the within-subject one
-    patience: int = 10
+    pairs_per_window: int = 4
+    absolute_weight: float = 0.05  # of the absolute error beside the within-subject one
+    # No early stopping: on held-out subjects the calibrated error kept falling over the
+    # cosine schedule while the validation loss (40 subjects) did not track it; validation
+    # is logged for monitoring only.
 
     @staticmethod
     def for_run(quick: bool) -> Plan:
@@ -73,7 +75,7 @@ class Plan:
             return Plan(train_subjects=48, val_subjects=6, test_subjects=6, builtin_seeds=1,
                         duration_s=240, test_duration_s=300, epochs=12)
         return Plan(train_subjects=360, val_subjects=40, test_subjects=40, builtin_seeds=4,
-                    duration_s=300, test_duration_s=600, epochs=60)
+                    duration_s=300, test_duration_s=600, epochs=20)
 
 
 def plan_splits(plan: Plan, seed: int) -> dict[str, list[bp_data.BpSubject]]:
@@ -108,7 +110,7 @@ def calibrate(pred: np.ndarray, w: bp_data.BpWindows,
     for s in np.unique(w.subject):
         mine = w.subject == s
         t_cal = w.cal_time[mine][0]
-        before = mine & (w.end_s <= t_cal) & (w.end_s > t_cal - span_s)
+        before = mine & (w.end_s <= t_cal) & (w.end_s >= t_cal - span_s)
         if not np.isfinite(t_cal) or not before.any():
             continue
         offset = w.cal[mine][0] - np.median(pred[before], axis=0)
@@ -306,7 +308,8 @@ def _fit(plan: Plan, sets: dict[str, bp_data.BpWindows], seed: int,
     # from window b to window a of the same subject (what survives calibration).
     xa, xb = keras.Input((n_in,)), keras.Input((n_in,))
     ya, yb = net(xa), net(xb)
-    trainer = keras.Model([xa, xb], [ya, keras.layers.Subtract()([ya, yb])])
+    trainer = keras.Model([xa, xb], [keras.layers.Identity(name="absolute")(ya),
+                                     keras.layers.Subtract(name="change")([ya, yb])])
     rng = np.random.default_rng(seed)
 
     def arrays(w: bp_data.BpWindows) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -328,13 +331,12 @@ def _fit(plan: Plan, sets: dict[str, bp_data.BpWindows], seed: int,
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             logs = logs or {}
             log(f"{NAME}: epoch {epoch + 1:3d}  loss {logs.get('loss', 0):.4f}  "
-                f"val loss {logs.get('val_loss', 0):.4f}")
+                f"val loss {logs.get('val_loss', 0):.4f}  val change loss "
+                f"{logs.get('val_change_loss', 0):.4f}")
 
     trainer.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=plan.batch,
                 epochs=plan.epochs, shuffle=True, verbose=0,
-                callbacks=[Progress(), keras.callbacks.EarlyStopping(
-                    "val_loss", mode="min", patience=plan.patience,
-                    restore_best_weights=True)])
+                callbacks=[Progress()])
     return net
 
 

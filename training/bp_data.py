@@ -120,12 +120,14 @@ def plan_subjects(split: str, n: int, seed: int, *, duration_s: float | None,
 
 def random_bp_scenario(rng: np.random.Generator, duration_s: float):
     """Random segments of 30-120 s: BP around a personal baseline (SBP 100-150 mmHg) with
-    excursions of SD 25 mmHg (75-210 systolic, 40-130 diastolic, pulse pressure >= 20), HR
-    45-160 bpm independent of BP, mostly at rest (70%), some walking (25%) and running (5%),
-    ramps of 10-90 s."""
+    excursions of SD 25 mmHg (75-210 systolic, 40-130 diastolic, pulse pressure >= 20); the
+    diastolic is a personal share (0.58-0.69) of the systolic, jittered by +-0.03 per segment
+    (within a person the two move together). HR 45-160 bpm, drawn independently of BP; mostly
+    at rest (70%), some walking (25%) and running (5%); ramps of 10-90 s."""
     from device_sim.scenarios import CADENCE_RANGE_SPM, Scenario, Segment
 
     sbp0 = rng.uniform(100.0, 150.0)
+    share = rng.uniform(0.58, 0.69)
     hr0 = rng.uniform(55.0, 90.0)
     segments, left = [], float(duration_s)
     while left > 0:
@@ -135,7 +137,7 @@ def random_bp_scenario(rng: np.random.Generator, duration_s: float):
         else:
             sbp = sbp0 + rng.normal(0.0, 25.0)
         sbp = float(np.clip(sbp, 75.0, 210.0))
-        dbp = float(np.clip(sbp * rng.uniform(0.55, 0.72), 40.0, 130.0))
+        dbp = float(np.clip(sbp * (share + rng.uniform(-0.03, 0.03)), 40.0, 130.0))
         dbp = min(dbp, sbp - 20.0)
         hr = float(np.clip(hr0 + rng.normal(0.0, 20.0), 45.0, 160.0))
         activity = str(rng.choice(["rest", "walk", "run"], p=[0.7, 0.25, 0.05]))
