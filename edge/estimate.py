@@ -178,6 +178,8 @@ class ModelRunner:
         estimates = []
         if self.next_end < primary.start + self.size:  # stream started late: align to it
             self.next_end = primary.start + self.size + (-(primary.start) % self.hop)
+        if self.next_end > primary.end:
+            return estimates  # most frames complete no window: nothing to do
         while self.next_end <= primary.end:
             start, end = self.next_end - self.size, self.next_end
             end_s = end / self.rate
