@@ -132,14 +132,16 @@ class AlarmsConfig:
     hr_high: ThresholdAlarmConfig = field(
         default_factory=partial(_Limit, 120.0, moving_threshold=170.0))
     hr_low: ThresholdAlarmConfig = field(default_factory=partial(_Limit, 45.0, "high"))
-    # Blood pressure (cuffless, after calibration), mmHg. BP moves slowly and its estimate is
-    # noisier than HR: a 10-s condition delay.
+    # Blood pressure (cuffless, after calibration), mmHg: the high limits of bedside monitors
+    # (160 systolic; 100 diastolic, stage-2 hypertension), as the cuffless estimate
+    # under-reads large rises (docs/models.md). BP moves slowly and its estimate is noisier
+    # than HR: a 10-s condition delay.
     sbp_high: ThresholdAlarmConfig = field(
-        default_factory=partial(_Limit, 180.0, "high", delay_s=10.0))
+        default_factory=partial(_Limit, 160.0, "high", delay_s=10.0))
     sbp_low: ThresholdAlarmConfig = field(
         default_factory=partial(_Limit, 90.0, "high", delay_s=10.0))
     dbp_high: ThresholdAlarmConfig = field(
-        default_factory=partial(_Limit, 110.0, "medium", delay_s=10.0))
+        default_factory=partial(_Limit, 100.0, "medium", delay_s=10.0))
     # Glucose, mg/dL, and its rate of change, mg/dL/min (Dexcom offers 2 or 3 mg/dL/min): a
     # fast fall heads for a low (2); a rise of 2 follows many meals, so it alarms at 3.
     glucose_urgent_low: ThresholdAlarmConfig = field(
