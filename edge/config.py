@@ -217,7 +217,8 @@ class CommandsConfig:
 class Config:
     node: str = "edge-1"  # this gateway's name in topics
     models_dir: str = "models"
-    models: list[str] = field(default_factory=lambda: ["hr"])  # bundle names in models_dir
+    # Bundle names in models_dir; a model whose channels a device does not send idles.
+    models: list[str] = field(default_factory=lambda: ["hr", "bp", "glucose"])
     log_level: str = "info"
     log_format: str = "text"  # "json": one JSON object per line, for journald / log shippers
     interpreter: str = ""  # empty: first available (ai_edge_litert, tflite_runtime, tensorflow)

@@ -456,10 +456,18 @@ class DeviceEstimator:
     def blood_pressure(self) -> BloodPressureRunner | None:
         return next((r for r in self.runners if isinstance(r, BloodPressureRunner)), None)
 
-    def add(self, frame: Frame) -> list[Estimate]:
+    def add(self, frame: Frame) -> tuple[list[Estimate], list[StreamError]]:
+        """The estimates a frame completes, and why a model could not take it. One model's
+        problem (a PPG too slow for the BP model) never costs another model the frame."""
         if frame.channel == Channel.CGM:
-            return self.glucose.add(frame)
-        return [e for runner in self.runners for e in runner.add(frame)]
+            return self.glucose.add(frame), []
+        estimates, problems = [], []
+        for runner in self.runners:
+            try:
+                estimates += runner.add(frame)
+            except StreamError as err:
+                problems.append(err)
+        return estimates, problems
 
 
 RUNNERS: dict[str, type[ModelRunner]] = {

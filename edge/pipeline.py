@@ -17,7 +17,7 @@ from edge.alarm import CGM_AGE, DATA_AGE, RELOAD_FAILED, RUNTIME, AlarmEngine, A
 from edge.calibration import CalibrationStore
 from edge.commands import Command
 from edge.config import AlarmsConfig
-from edge.errors import CommandError, StreamError
+from edge.errors import CommandError
 from edge.estimate import GOOD, DeviceEstimator, Estimate
 from edge.infer import Model
 from edge.messages import Message, Topics, utc_now
@@ -28,8 +28,9 @@ AGE_CHECK_S = 1.0  # how often (device time) the age of the CGM data is looked a
 
 
 class DevicePipeline:
-    """`strict`: a frame that cannot feed a model raises StreamError (replay); otherwise it is
-    dropped, counted in `rejected_frames` and logged once per distinct problem (run)."""
+    """`strict`: a frame that cannot feed a model raises StreamError (replay); otherwise that
+    model does without it, counted in `rejected_frames` and logged once per distinct problem
+    (run), and the other models carry on."""
 
     def __init__(self, device: str, models: list[Model], alarms: AlarmsConfig,
                  topics: Topics, *, strict: bool = False,
@@ -133,16 +134,15 @@ class DevicePipeline:
         for frame in self.decoder.feed(data):
             self._last_frame_wall = time.monotonic()
             frame_time_s = frame.timestamp_us / 1e6
-            try:
-                estimates = self.estimator.add(frame)
-            except StreamError as err:
+            estimates, problems = self.estimator.add(frame)
+            for err in problems:
                 if self.strict:
-                    raise
+                    raise err
                 self.rejected_frames += 1
                 if str(err) not in self.problems:
                     self.problems.add(str(err))
-                    log.error("device %s: %s; its frames are dropped", self.device, err)
-                continue
+                    log.error("device %s: %s; that model gets none of its frames", self.device,
+                              err)
             events = []
             for estimate in estimates:
                 self.last_device_time_s = estimate.device_time_s

@@ -172,7 +172,8 @@ class Conditioner:
 
     def __init__(self, sensor_rate: float, model_rate: float, band_hz: tuple[float, float],
                  order: int = 4) -> None:
-        if not 0 < model_rate <= sensor_rate:
+        # Compared as the 6-digit decimals rate_ratio reads (float noise is not a lower rate).
+        if not 0 < model_rate <= float(f"{sensor_rate:.6g}"):
             raise ValueError(
                 f"sensor rate {sensor_rate:g} Hz is below the model rate {model_rate:g} Hz; "
                 "upsampling a sensor stream is not supported"

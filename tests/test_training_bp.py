@@ -180,7 +180,7 @@ def test_shipped_bundle_streams_like_the_training_path():
     estimator = DeviceEstimator("dev", [shipped])
     online = {}
     for _, frame in frames(rec):
-        for e in estimator.add(frame):
+        for e in estimator.add(frame)[0]:
             online.setdefault(e.device_time_s, {})[e.vital] = e.value
     ecg = np.round(rec.ecg / ECG_SCALE) * ECG_SCALE  # what the wire carries
     ppg = np.round(rec.ppg / PPG_SCALE) * PPG_SCALE

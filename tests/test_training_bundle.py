@@ -53,7 +53,7 @@ def test_runtime_stream_reproduces_the_training_path(shipped, scenario, ppg_rate
     from the same samples: same window times, same values (to rounding)."""
     rec = simulate(scenario, seed=31, ppg_rate=ppg_rate, acc_rate=32.0)
     estimator = DeviceEstimator("dev", [shipped])
-    estimates = [e for _, frame in frames(rec) for e in estimator.add(frame)]
+    estimates = [e for _, frame in frames(rec) for e in estimator.add(frame)[0]]
 
     # The wire carries integer PPG counts and 1/4096 g accelerometer steps.
     ppg = np.round(rec.ppg / PPG_SCALE) * PPG_SCALE
