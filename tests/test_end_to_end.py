@@ -246,6 +246,13 @@ def test_acknowledge_over_mqtt_and_refusals(broker, mqtt_subscriber, mqtt_publis
                           timeout=10).json()
     validate("reply", broken)
     assert "invalid JSON" in broken["reason"]
+    mqtt_publish(cmd_topic, json.dumps({"id": "cal-400", "operator": "nurse", "token": token,
+                                        "command": "calibrate", "systolic": 400,
+                                        "diastolic": 80}), broker=broker)
+    implausible = reply("cal-400")
+    validate("reply", implausible)
+    assert implausible["ok"] is False and "'systolic' must be a cuff reading" in (
+        implausible["reason"])
 
     mqtt_publish(cmd_topic, json.dumps({"id": "ack-1", "operator": "nurse", "token": token,
                                         "command": "acknowledge", "condition": "hr_high"}),
