@@ -151,9 +151,12 @@ class Subscriber:
         """
         test = _as_callable(predicate)
         deadline = time.monotonic() + timeout
+        found: list[Message] = []
+        scanned = 0  # each message is tested once: long scenarios publish 100k+ messages
         while True:
             self._drain()
-            found = [msg for msg in self._history if test(msg)]
+            found += [msg for msg in self._history[scanned:] if test(msg)]
+            scanned = len(self._history)
             if len(found) >= n:
                 return found[:n]
             remaining = deadline - time.monotonic()
