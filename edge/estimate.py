@@ -25,6 +25,8 @@ from wire import Channel, Flag, Frame
 GOOD = "good"
 SENSOR = "sensor"  # gap, lead-off, clipping or a flat line in the window
 _BAD_FLAGS = Flag.LEAD_OFF | Flag.SATURATED
+# Per-frame flag tests on plain ints: an IntFlag `&` builds an enum member (~1 us) each time.
+_BAD_BITS, _BOOT_BITS = int(_BAD_FLAGS), int(Flag.BOOT)
 MOTION = "motion"  # a jump under motion: the model most likely locked onto the arm swing
 MOTION_UNKNOWN = "motion_unknown"  # the accelerometer data for the window was damaged
 UNCALIBRATED = "uncalibrated"  # cuffless BP before a cuff calibration: a trend, not a value
@@ -69,7 +71,7 @@ class ChannelTrack:
         self.values = np.zeros((0, 1))
         self.bad = np.zeros(0, dtype=bool)
         self._raw: list[np.ndarray] = []  # received, not yet conditioned
-        self._raw_bad: list[np.ndarray] = []
+        self._raw_bad: list[bool] = []  # one flag per block of _raw
         self._held_bad = np.zeros(0, dtype=bool)  # flags of raw samples outputs still need
         self._held_start = 0  # sensor index of _held_bad[0]
         self._last_raw: np.ndarray | None = None
@@ -98,7 +100,9 @@ class ChannelTrack:
             self.start = self.conditioner.align(k)
             self.next_k = self._held_start = k
             self.values = np.zeros((0, raw.shape[1]))
-        bad = bool(frame.flags & _BAD_FLAGS) or bool(np.ptp(raw, axis=0).max() == 0)
+        # Flat: every axis constant (np.ptp spelled out: its wrapper costs more than the sums).
+        bad = bool(int(frame.flags) & _BAD_BITS) or bool(
+            (raw.max(axis=0) - raw.min(axis=0)).max() == 0)
         if k > self.next_k:  # lost frames: hold the last value, mark it bad
             hold = self._last_raw if self._last_raw is not None else raw[:1]
             self._push(np.repeat(hold, k - self.next_k, axis=0), True)
@@ -110,7 +114,7 @@ class ChannelTrack:
 
     def _push(self, raw: np.ndarray, bad: bool) -> None:
         self._raw.append(raw)
-        self._raw_bad.append(np.full(len(raw), bad))
+        self._raw_bad.append(bad)  # expanded per sample once, in _condition
         self._last_raw = raw[-1:]
         self.next_k += len(raw)
 
@@ -118,7 +122,8 @@ class ChannelTrack:
         if not self._raw:
             return
         raw = np.concatenate(self._raw)
-        held = np.concatenate([self._held_bad, *self._raw_bad])
+        fresh_bad = np.repeat(self._raw_bad, [len(r) for r in self._raw])
+        held = np.concatenate([self._held_bad, fresh_bad])
         self._raw, self._raw_bad = [], []
         out = self.conditioner.process(raw)
         first = self.start + len(self.values)  # model-rate index of out[0]
@@ -166,7 +171,7 @@ class ModelRunner:
         track = self.tracks.get(frame.channel)
         if track is None:
             return []
-        if frame.flags & Flag.BOOT:  # the device restarted: its clock starts again at 0
+        if int(frame.flags) & _BOOT_BITS:  # the device restarted: its clock starts again at 0
             track.reset()
             if frame.channel == self.primary:
                 self.next_end = self.size
