@@ -47,6 +47,14 @@ class Estimate:
     details: Mapping[str, float | None] = field(default_factory=dict)  # e.g. forecasts
 
 
+def _flat(raw: np.ndarray) -> bool:
+    """np.ptp(raw, axis=0).max() == 0 (every axis constant), spelled out: its wrappers cost
+    more than the reductions, and one axis needs no per-axis step."""
+    if raw.shape[1] == 1:
+        return bool(raw.max() - raw.min() == 0)
+    return bool((raw.max(axis=0) - raw.min(axis=0)).max() == 0)
+
+
 class ChannelTrack:
     """One channel of one device on the model's time grid.
 
@@ -100,9 +108,7 @@ class ChannelTrack:
             self.start = self.conditioner.align(k)
             self.next_k = self._held_start = k
             self.values = np.zeros((0, raw.shape[1]))
-        # Flat: every axis constant (np.ptp spelled out: its wrapper costs more than the sums).
-        bad = bool(int(frame.flags) & _BAD_BITS) or bool(
-            (raw.max(axis=0) - raw.min(axis=0)).max() == 0)
+        bad = bool(int(frame.flags) & _BAD_BITS) or _flat(raw)
         if k > self.next_k:  # lost frames: hold the last value, mark it bad
             hold = self._last_raw if self._last_raw is not None else raw[:1]
             self._push(np.repeat(hold, k - self.next_k, axis=0), True)

@@ -24,8 +24,24 @@ def _zscore(x: np.ndarray) -> np.ndarray:
 
 def spectrum_bins(fs: float, nfft: int, f_lo: float, f_hi: float) -> np.ndarray:
     """Indices of the rFFT bins inside [f_lo, f_hi] Hz."""
+    return _spectrum_bins(fs, nfft, f_lo, f_hi).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _spectrum_bins(fs: float, nfft: int, f_lo: float, f_hi: float) -> np.ndarray:
+    """spectrum_bins, computed once per parameter set (read-only: shared between calls)."""
     freqs = np.fft.rfftfreq(nfft, 1.0 / fs)
-    return np.flatnonzero((freqs >= f_lo) & (freqs <= f_hi))
+    bins = np.flatnonzero((freqs >= f_lo) & (freqs <= f_hi))
+    bins.flags.writeable = False
+    return bins
+
+
+@functools.lru_cache(maxsize=32)
+def _hanning(n: int) -> np.ndarray:
+    """np.hanning(n), built once per window length (read-only: shared between calls)."""
+    taper = np.hanning(n)
+    taper.flags.writeable = False
+    return taper
 
 
 def spectrum_frequencies(fs: float, nfft: int, f_lo: float, f_hi: float) -> np.ndarray:
@@ -44,8 +60,8 @@ def ppg_acc_spectrum(ppg: np.ndarray, acc: np.ndarray | None, *, fs: float, nfft
     the motion is (tanh of its RMS over MOTION_REF_G), so "no motion" and "a little noise"
     look different. Axes are summed in power: the wearable's orientation does not matter.
     """
-    taper = np.hanning(len(ppg))
-    bins = spectrum_bins(fs, nfft, f_lo, f_hi)
+    taper = _hanning(len(ppg))
+    bins = _spectrum_bins(fs, nfft, f_lo, f_hi)
     ppg_spec = np.abs(np.fft.rfft(_zscore(ppg) * taper, nfft))[bins]
     ppg_spec /= ppg_spec.max() + _EPS
     if acc is None:
