@@ -60,7 +60,7 @@ test: venv mosquitto ## Run the test suite (real mosquitto, real ptys); PYTEST_A
 lint: venv ## ruff check the tree
 	$(BIN)/ruff check .
 
-demo: venv mosquitto ## Simulated wearable -> edge runtime -> private broker, live
+demo: venv mosquitto ## Three simulated wearables (HR, BP, glucose) -> edge runtime -> private broker, live
 	$(BIN)/python -m deploy.demo
 
 bench: venv mosquitto ## Run the benchmarks
