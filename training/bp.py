@@ -192,18 +192,23 @@ class PatLinear:
 # --- training -------------------------------------------------------------------------------
 
 def train(out: Path, *, quick: bool = False, seed: int = 0,
-          log: Callable[[str], None] = print) -> list[Path]:
+          log: Callable[[str], None] = print, recordings: Any = None) -> list[Path]:
     """Simulate, train, quantise, evaluate and write the bundle into `out`; returns the
-    files written."""
+    files written. `recordings`: the user's recordings (`training.recordings.Prepared`),
+    added to (or, --data-only, instead of) the simulated training and validation subjects."""
     started = time.monotonic()
     plan = Plan.for_run(quick)
     subjects = plan_splits(plan, seed)
+    if recordings is not None:
+        subjects = recordings.simulated(subjects)
     sets: dict[str, bp_data.BpWindows] = {}
     for split, members in subjects.items():
         t0 = time.monotonic()
         sets[split] = bp_data.build_windows(members, PREPROCESSING)
         log(f"{NAME}: {split}: {len(members)} subjects, {len(sets[split])} windows "
             f"({time.monotonic() - t0:.1f}s)")
+    if recordings is not None:
+        subjects, sets, _ = recordings.merge(subjects, sets)
 
     model = _fit(plan, sets, seed, log)
     from training import quantize
@@ -275,6 +280,9 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
 
         bp_report.write(stage, manifest, results, results_moving, test, raw, calibrated,
                         scored, subjects["test"], TARGETS, log)
+        if recordings is not None:
+            manifest = recordings.finish(stage, manifest, lambda x: model.predict(
+                x, batch_size=1024, verbose=0) * Y_SCALE + Y_OFFSET)
         return publish(stage, out, manifest)
 
 

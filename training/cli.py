@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate float and int8 on held-out subjects and write the bundle "
         "(<name>.tflite + <name>.json manifest) with a Markdown report and plots.",
         epilog="Example: wearable-train hr --out models   (make models = wearable-train all "
-        "--out models). Same --seed, same data, same model.",
+        "--out models). Same --seed, same data, same model. Your own device's data: "
+        "wearable-train hr --data recordings/ --out mymodels (docs/models.md, 'Training on "
+        "your own recordings').",
     )
     parser.add_argument("model", help=f"model to train: {', '.join([*MODELS, ALL])} "
                         f"({ALL} = every model)")
@@ -47,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="few subjects and epochs (about a minute): for CI and smoke "
                         "tests, not for shipping")
+    parser.add_argument("--data", type=Path, nargs="+", metavar="PATH",
+                        help="your own recordings: CSV files or WFDB records (.hea), or "
+                        "folders of them (docs/recording-csv.md); one file = one subject. "
+                        "Labels come from the file: hr from the ECG's R peaks, glucose from "
+                        "the glucose column, bp from the sbp/dbp cuff readings. Added to the "
+                        "simulated training data; 20%% of the files (at least 1 of 3) are "
+                        "held out and scored in the report's 'Your recordings' section")
+    parser.add_argument("--data-only", action="store_true",
+                        help="train and validate on the --data recordings alone (at least 3 "
+                        "files: train, validation and held-out test), no simulated training "
+                        "subjects")
     return parser
 
 
@@ -65,13 +78,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 <= args.seed < 2**32:
             raise TrainingError(f"--seed {args.seed} is out of range; give an integer from 0 "
                                 f"to {2**32 - 1}")
+        if args.data_only and not args.data:
+            raise TrainingError("--data-only needs --data PATH ...: the recordings to train on")
+        prepared = {}
+        if args.data:
+            # Read and label every recording for every model before training anything, so a
+            # bad file is reported in seconds, not after the first model.
+            from training.recordings import UserData
+
+            user = UserData.load(args.data, only=args.data_only, seed=args.seed)
+            log(f"--data: {len(user.files)} recordings")
+            prepared = {name: user.prepare(name, log) for name in names}
         from training.bundle import prepare_out_dir
 
         out = prepare_out_dir(args.out)
         # TensorFlow's C++ start-up chatter would drown the progress lines.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         for name in names:
-            for path in _trainer(name)(out, quick=args.quick, seed=args.seed, log=log):
+            extra = {"recordings": prepared[name]} if name in prepared else {}
+            for path in _trainer(name)(out, quick=args.quick, seed=args.seed, log=log,
+                                       **extra):
                 log(f"wrote {path}")
     except WearableError as err:
         print(f"wearable-train: error: {err}", file=sys.stderr)

@@ -102,18 +102,23 @@ def plan_splits(plan: Plan, seed: int) -> dict[str, list[gdata.CgmSubject]]:
 
 
 def train(out: Path, *, quick: bool = False, seed: int = 0,
-          log: Callable[[str], None] = print) -> list[Path]:
+          log: Callable[[str], None] = print, recordings: Any = None) -> list[Path]:
     """Simulate, train, quantise, evaluate and write the bundle into `out`; returns the
-    files written."""
+    files written. `recordings`: the user's recordings (`training.recordings.Prepared`),
+    added to (or, --data-only, instead of) the simulated training and validation subjects."""
     started = time.monotonic()
     plan = Plan.for_run(quick)
     subjects = plan_splits(plan, seed)
+    if recordings is not None:
+        subjects = recordings.simulated(subjects)
     series, sets = {}, {}
     for split, members in subjects.items():
         t0 = time.monotonic()
         series[split], sets[split] = gdata.build(members, PREPROCESSING, workers=2)
         log(f"{NAME}: {split}: {len(members)} subjects, {len(sets[split])} windows "
             f"({time.monotonic() - t0:.1f}s)")
+    if recordings is not None:
+        subjects, sets, series = recordings.merge(subjects, sets, series)
 
     # TensorFlow only now: the simulation workers above are spawned without it.
     from training import quantize
@@ -166,6 +171,9 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
 
         glucose_report.write(stage, manifest, results, test, predictions, series["test"],
                              subjects["test"], TARGETS, log)
+        if recordings is not None:
+            manifest = recordings.finish(stage, manifest, lambda x: model.predict(
+                x, batch_size=4096, verbose=0) * SCALE_MG_DL + CENTER_MG_DL)
         return publish(stage, out, manifest)
 
 

@@ -104,18 +104,23 @@ def plan_splits(plan: Plan, seed: int) -> dict[str, list[data.Subject]]:
 
 
 def train(out: Path, *, quick: bool = False, seed: int = 0,
-          log: Callable[[str], None] = print) -> list[Path]:
+          log: Callable[[str], None] = print, recordings: Any = None) -> list[Path]:
     """Simulate, train, quantise, evaluate and write the bundle into `out`; returns the
-    files written."""
+    files written. `recordings`: the user's recordings (`training.recordings.Prepared`),
+    added to (or, --data-only, instead of) the simulated training and validation subjects."""
     started = time.monotonic()
     plan = Plan.for_run(quick)
     subjects = plan_splits(plan, seed)
+    if recordings is not None:
+        subjects = recordings.simulated(subjects)
     sets = {}
     for split, members in subjects.items():
         t0 = time.monotonic()
         sets[split] = data.build_windows(members, PREPROCESSING)
         log(f"{NAME}: {split}: {len(members)} subjects, {len(sets[split])} windows "
             f"({time.monotonic() - t0:.1f}s)")
+    if recordings is not None:
+        subjects, sets, _ = recordings.merge(subjects, sets)
 
     # TensorFlow only now: the simulation workers above are spawned without it.
     from training import nets, quantize
@@ -179,6 +184,9 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
 
         hr_report.write(stage, manifest, results, test, predictions, with_acc,
                         subjects["test"], TARGETS, log)
+        if recordings is not None:
+            manifest = recordings.finish(stage, manifest, lambda x: _expectation(
+                model.predict(x, batch_size=1024, verbose=0), classes))
         return publish(stage, out, manifest)
 
 
