@@ -161,7 +161,8 @@ class AlarmsConfig:
     sensor: TechnicalAlarmConfig = field(default_factory=TechnicalAlarmConfig)  # PPG
     bp_sensor: TechnicalAlarmConfig = field(default_factory=TechnicalAlarmConfig)  # ECG/PPG
     motion: TechnicalAlarmConfig = field(
-        default_factory=lambda: TechnicalAlarmConfig(priority="low", delay_s=30.0))
+        default_factory=lambda: TechnicalAlarmConfig(priority="low", delay_s=30.0,
+                                                     clear_delay_s=30.0))
     cgm_stale: StaleDataAlarmConfig = field(
         default_factory=lambda: StaleDataAlarmConfig(15 * 60.0, "medium"))
     cgm_lost: StaleDataAlarmConfig = field(
