@@ -26,6 +26,7 @@ from edge.features import bp_pat_s
 from training import bp_data, provenance
 from training.bundle import publish, staging, tensor_specs
 from training.errors import TrainingError
+from training.evaluate import runtime_estimates
 
 NAME = "bp"
 VERSION = "1.0.0"
@@ -221,7 +222,7 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
     test = sets["test"]
     with staging(out) as stage:
         manifest = _manifest(stage, tflite)
-        int8_raw, latency_ms = _run_int8(stage / f"{NAME}.json", test.x)
+        int8_raw, latency_ms = runtime_estimates(stage / f"{NAME}.json", test.x)
         float_raw = model.predict(test.x, batch_size=1024, verbose=0) * Y_SCALE + Y_OFFSET
         pat_linear = PatLinear.fit(sets["train"])
         raw = {"float": float_raw, "int8": int8_raw,
@@ -362,17 +363,3 @@ def _manifest(stage: Path, tflite: bytes) -> Manifest:
     )
     manifest.write(stage / f"{NAME}.json")
     return manifest
-
-
-def _run_int8(manifest_path: Path, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Estimates through the runtime's own path, and the median latency of one call."""
-    from edge.infer import load_model
-
-    model = load_model(manifest_path)
-    pred = np.array([model.estimates(w) for w in x])
-    times = []
-    for i in range(2000):
-        t0 = time.perf_counter()
-        model.estimates(x[i % len(x)])
-        times.append(time.perf_counter() - t0)
-    return pred, float(np.median(times) * 1e3)

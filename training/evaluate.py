@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,3 +47,18 @@ def regression_metrics(pred: np.ndarray, true: np.ndarray, subject: np.ndarray,
             "max": float(per_subject.max()),
         },
     }
+
+
+def runtime_estimates(manifest_path: Path, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Every window through the runtime's own path (`edge.infer.Model.estimates`: one row of
+    estimates per window), and the median latency of one call, in ms."""
+    from edge.infer import load_model
+
+    model = load_model(manifest_path)
+    estimates = np.stack([model.estimates(w) for w in x])
+    times = []
+    for i in range(2000):
+        t0 = time.perf_counter()
+        model.estimates(x[i % len(x)])
+        times.append(time.perf_counter() - t0)
+    return estimates, float(np.median(times) * 1e3)

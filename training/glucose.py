@@ -24,6 +24,7 @@ from training import glucose_metrics as gm
 from training import provenance
 from training.bundle import publish, staging, tensor_specs
 from training.errors import TrainingError
+from training.evaluate import runtime_estimates
 from training.windows import Preprocessing
 
 NAME = "glucose"
@@ -132,7 +133,7 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
     with staging(out) as stage:
         manifest = _manifest(stage, tflite)
         test = sets["test"]
-        int8_pred, latency_ms = _run_int8(stage / f"{NAME}.json", test.x)
+        int8_pred, latency_ms = runtime_estimates(stage / f"{NAME}.json", test.x)
         float_pred = model.predict(test.x, batch_size=4096, verbose=0) * SCALE_MG_DL + CENTER_MG_DL
         predictions = {"float": float_pred, "int8": int8_pred, **baselines(test)}
         test_cgm = {sid: s.cgm for sid, s in series["test"].items()}
@@ -307,18 +308,3 @@ def _manifest(stage: Path, tflite: bytes) -> Manifest:
     )
     manifest.write(stage / f"{NAME}.json")
     return manifest
-
-
-def _run_int8(manifest_path: Path, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """Forecasts through the runtime's own path (`Model.estimates`), and the median latency
-    of one call."""
-    from edge.infer import load_model
-
-    model = load_model(manifest_path)
-    pred = np.stack([model.estimates(w) for w in x])
-    times = []
-    for i in range(2000):
-        t0 = time.perf_counter()
-        model.estimates(x[i % len(x)])
-        times.append(time.perf_counter() - t0)
-    return pred, float(np.median(times) * 1e3)
