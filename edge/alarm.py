@@ -80,8 +80,9 @@ class _Rule:
         return v is not None and (v > limit if self.above else v <= limit)
 
     def recovered(self, e: Estimate, moving: bool = False) -> bool:
-        if self.bad:
-            return e.quality == GOOD
+        if self.bad:  # any other quality (an uncalibrated BP, a PPG under motion) but a
+            # sensor fault, which says nothing about motion either
+            return e.quality not in self.bad and e.quality != SENSOR
         limit, v, h = self.limit(moving), self.reading(e), self.config.hysteresis
         return v is not None and (v <= limit - h if self.above else v >= limit + h)
 

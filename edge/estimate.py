@@ -47,12 +47,17 @@ class Estimate:
     details: Mapping[str, float | None] = field(default_factory=dict)  # e.g. forecasts
 
 
-def _flat(raw: np.ndarray) -> bool:
-    """np.ptp(raw, axis=0).max() == 0 (every axis constant), spelled out: its wrappers cost
-    more than the reductions, and one axis needs no per-axis step."""
-    if raw.shape[1] == 1:
-        return bool(raw.max() - raw.min() == 0)
-    return bool((raw.max(axis=0) - raw.min(axis=0)).max() == 0)
+# A timestamp up to this far ahead of the samples received, with no frame missing in between,
+# is the device clock drifting (a crystal off by 200 ppm gains a 64 Hz sample every 78 s):
+# the track holds a sample to stay on the device clock, and the window stays good.
+CLOCK_JITTER_S = 0.02
+_SEQ_MOD = 1 << 32  # the wire's seq is a u32
+
+
+def _flat(samples: np.ndarray) -> bool:
+    """Every sample (all axes) equal to the first: a flat line. Compared as the raw bytes,
+    one C call instead of per-axis reductions (run for every frame)."""
+    return samples.tobytes() == samples[:1].tobytes() * len(samples)
 
 
 class ChannelTrack:
@@ -83,6 +88,7 @@ class ChannelTrack:
         self._held_bad = np.zeros(0, dtype=bool)  # flags of raw samples outputs still need
         self._held_start = 0  # sensor index of _held_bad[0]
         self._last_raw: np.ndarray | None = None
+        self._next_seq: int | None = None  # seq of the frame that follows the last one
         self.last_time_s = -math.inf
 
     @property
@@ -108,14 +114,17 @@ class ChannelTrack:
             self.start = self.conditioner.align(k)
             self.next_k = self._held_start = k
             self.values = np.zeros((0, raw.shape[1]))
-        bad = bool(int(frame.flags) & _BAD_BITS) or _flat(raw)
-        if k > self.next_k:  # lost frames: hold the last value, mark it bad
+        bad = bool(int(frame.flags) & _BAD_BITS) or _flat(frame.samples)
+        if k > self.next_k:  # samples missing before this frame: hold the last value
             hold = self._last_raw if self._last_raw is not None else raw[:1]
-            self._push(np.repeat(hold, k - self.next_k, axis=0), True)
+            lost = (frame.seq != self._next_seq
+                    or k - self.next_k > max(1, int(CLOCK_JITTER_S * rate)))
+            self._push(np.repeat(hold, k - self.next_k, axis=0), lost)  # bad unless drift
         elif k < self.next_k:  # overlap (clock jitter): drop what we already have
             raw = raw[self.next_k - k :]
         if len(raw):
             self._push(raw, bad)
+        self._next_seq = (frame.seq + 1) % _SEQ_MOD
         self.last_time_s = self.next_k / rate
 
     def _push(self, raw: np.ndarray, bad: bool) -> None:

@@ -151,6 +151,32 @@ def test_sustained_bad_signal_raises_a_technical_alarm_and_good_signal_clears_it
         ("ppg_sensor", "cleared", 44)]
 
 
+def test_a_sensor_alarm_clears_on_any_usable_signal_not_only_good_quality():
+    """A PPG under motion or an uncalibrated BP trend is a signal from a sensor that is on:
+    the sensor alarm ends (it stayed up for good before, on every uncalibrated device)."""
+    engine = AlarmEngine(AlarmsConfig())
+    run(engine, [(t, 0) for t in range(0, 14, 2)], quality="sensor")
+    cleared = run(engine, [(t, 70) for t in range(14, 24, 2)], quality="motion")
+    assert [(e.condition, e.event) for e in cleared] == [("ppg_sensor", "cleared")]
+
+    def sbp(t, quality):
+        return Estimate("d1", "systolic_bp", 120.0, "mmHg", quality, None, t, "bp@test")
+
+    events = [e for t in range(0, 14, 2) for e in engine.update(sbp(t, "sensor"))]
+    events += [e for t in range(14, 24, 2) for e in engine.update(sbp(t, "uncalibrated"))]
+    assert [(e.condition, e.event) for e in events] == [("bp_sensor", "raised"),
+                                                        ("bp_sensor", "cleared")]
+
+
+def test_a_sensor_fault_neither_raises_nor_clears_the_motion_alarm():
+    engine = AlarmEngine(AlarmsConfig())  # motion: delay 30 s, clear after 30 s
+    raised = run(engine, [(t, 90) for t in range(0, 34, 2)], quality="motion")
+    assert [(e.condition, e.event) for e in raised] == [("motion", "raised")]
+    during_fault = run(engine, [(t, 0) for t in range(34, 80, 2)], quality="sensor")
+    assert [(e.condition, e.event) for e in during_fault] == [("ppg_sensor", "raised")]
+    assert ("d1", "motion") in engine.active()
+
+
 def moving_hr(t, value, motion_g):
     return Estimate("d1", "heart_rate", value, "bpm", GOOD, motion_g, t, "hr@test")
 

@@ -131,6 +131,35 @@ def test_a_gap_in_a_resampled_stream_marks_only_the_samples_it_covers_bad():
     assert len(gap_s) == pytest.approx((last_lost - first_lost) * 32.0, abs=2)
 
 
+def test_clock_drift_is_not_mistaken_for_lost_samples():
+    """A device clock 200 ppm fast gains a 64 Hz sample every 78 s: the track holds one
+    sample to stay on the device clock, without marking anything bad (it used to mark 8 s
+    of windows bad each time, and kept a technical alarm up). A lost frame, or a timestamp
+    jump without one (a gap in a CSV recording), still marks its samples bad."""
+    rate = 64.0
+    x = np.sin(2 * np.pi * 1.2 * np.arange(int(rate * 600)) / rate)[:, None]
+
+    def fed(frames: list[Frame]) -> ChannelTrack:
+        track = ChannelTrack("hr@test", Channel.PPG, 32.0, BAND, 4)
+        for frame in frames:
+            track.add(frame)
+        track.window(0, track.end)
+        return track
+
+    drifting = [Frame(f.device_id, f.seq, round(f.timestamp_us * (1 + 200e-6)), f.channel,
+                      f.sample_rate_hz, f.samples) for f in sensor_frames(x, rate, block=16)]
+    track = fed(drifting)
+    assert not track.bad.any()
+    assert track.end == pytest.approx(600 * (1 + 200e-6) * 32, abs=12)  # on the device clock
+
+    lost = fed([f for f in drifting if f.seq != 1000])
+    assert 7 <= lost.bad.sum() <= 9  # the missing 16 samples at 64 Hz, at 32 Hz
+    jumped = fed([*drifting[:1000], *(Frame(f.device_id, f.seq - 1, f.timestamp_us,
+                                            f.channel, f.sample_rate_hz, f.samples)
+                                      for f in drifting[1001:])])
+    assert 7 <= jumped.bad.sum() <= 9
+
+
 def test_a_sensor_rate_below_the_model_rate_is_a_stream_error_naming_both():
     x = np.zeros((100, 1))
     track = ChannelTrack("hr@1.0.0", Channel.PPG, 32.0, BAND, 4)
