@@ -229,7 +229,7 @@ class ModelRunner:
             values, bad = window
             if channel == Channel.ACCEL:
                 quality = MOTION_UNKNOWN if bad and quality == GOOD else quality
-            elif bad or float(np.std(values)) == 0.0:
+            elif bad or values.max() == values.min():  # a flat window
                 quality = SENSOR
             # A one-axis channel is a 1-D signal to the feature function.
             signals.append(values[:, 0] if values.shape[1] == 1 else values)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal
 
 MAX_DENOMINATOR = 10_000  # bounds the resampling filter: 20 * down taps, <= 1.6 MB
@@ -138,6 +137,7 @@ class Resampler:
         phases[: len(h)] = h
         # Row p: the taps of phase p, oldest input first (ready for a dot with a window).
         self._phases = phases.reshape(self.taps, up).T[:, ::-1].copy()
+        self._tap_offsets = np.arange(self.taps)
         self.reset()
 
     def reset(self) -> None:
@@ -160,15 +160,12 @@ class Resampler:
         stop = (end * self.up - 1 - self.delay) // self.down + 1
         j = np.arange(self._next, max(stop, self._next))
         pos = j * self.down + self.delay
-        out = np.zeros((len(j), *block.shape[1:]))
-        if len(j):
-            windows = sliding_window_view(buf, self.taps, axis=0)  # (n, *axes, taps), a view
-            for i in range(0, len(j), _CHUNK):  # bounded memory on whole recordings
-                p = pos[i : i + _CHUNK]
-                newest = p // self.up - self._buf_start
-                out[i : i + _CHUNK] = np.einsum("j...t,jt->j...",
-                                                windows[newest - self.taps + 1],
-                                                self._phases[p % self.up])
+        out = np.empty((len(j), *block.shape[1:]))
+        for i in range(0, len(j), _CHUNK):  # bounded memory on whole recordings
+            p = pos[i : i + _CHUNK]
+            oldest = p // self.up - self._buf_start - (self.taps - 1)
+            under = buf[oldest[:, None] + self._tap_offsets]  # (outputs, taps, *axes)
+            out[i : i + _CHUNK] = np.einsum("jt...,jt->j...", under, self._phases[p % self.up])
         self._next += len(j)
         # Keep what the next output needs: taps - 1 samples before its newest sample.
         keep_from = (self._next * self.down + self.delay) // self.up - (self.taps - 1)
