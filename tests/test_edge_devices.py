@@ -156,3 +156,20 @@ def test_a_stream_one_model_cannot_use_costs_the_other_models_nothing():
     # last one).
     assert len(estimates) >= (rec.duration_s - 8) // 2
     assert problems and all("bp@" in str(p) and "50 Hz" in str(p) for p in problems)
+
+
+def test_a_drifting_device_clock_costs_no_window_and_raises_no_alarm():
+    """A wearable whose crystal runs 200 ppm fast: every HR and BP window stays usable and no
+    technical alarm is raised (each drifted sample used to mark 8 s of windows bad, and
+    `bp_sensor` came up within the first minute and stayed)."""
+    from device_sim import Fault
+
+    models = [load_model(MODELS / f"{name}.json") for name in ("hr", "bp")]
+    rec = simulate(Scenario.constant(70, 300), seed=3, channels=("ppg", "acc", "ecg"),
+                   faults=[Fault("drift", 0.0, ppm=200)])
+    device = pipeline("drifting", models)
+    messages = device.feed(b"".join(encode_frame(f) for _, f in frames(rec)))
+    vitals = [m.payload for m in messages if m.topic.endswith("/vitals")]
+    assert {v["vital"] for v in vitals} == {"heart_rate", "systolic_bp", "diastolic_bp"}
+    assert [v for v in vitals if v["quality"] == "sensor"] == []
+    assert [m.payload["condition"] for m in messages if m.topic.endswith("/alarms")] == []
