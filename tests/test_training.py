@@ -2,31 +2,15 @@
 naive baseline on held-out subjects; user errors are one line, non-zero, with no bundle."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from training_cli import assert_one_line_error, train_cli
 
 from edge.infer import load_model
 from training import data, hr
 from training.cli import main
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def train_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(err: str, *fragments: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -3,33 +3,18 @@ own feature function, that beats the last-value forecast on held-out and freshly
 subjects; the clinical metrics are right on known cases; user errors leave no bundle."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from training_cli import assert_one_line_error, train_cli
 
 from edge.features import FEATURES, cgm_history
 from edge.infer import load_model
 from training import glucose, glucose_data, glucose_metrics
 from training.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
 SEED = 1
-
-
-def train_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def assert_one_line_error(err: str, *fragments: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def runtime_forecasts(model, cgm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
