@@ -124,8 +124,9 @@ FEATURES["cgm_history"] = cgm_history
 # --- Blood pressure: pulse arrival time + heart rate + pulse morphology (ECG + PPG) ---------
 
 BP_SCALARS = ("pat_beats", "pat_mean_pulse", "pat_foot", "rise_time", "hr", "rr_cv",
-              "pat_spread", "valid")
+              "pat_spread", "log_amplitude", "valid")
 _PAT_REF_S, _PAT_SPAN_S = 0.3, 0.15  # PAT features: (pat - ref) / span
+_AMP_REF, _AMP_SPAN = 1000.0, 2.0  # pulse amplitude: (ln(amplitude / ref)) / span
 
 
 def _as_1d(x: np.ndarray) -> np.ndarray:
@@ -259,7 +260,7 @@ def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: flo
     `pat_min_s` after its R peak for one median RR interval, so every segment holds exactly
     one pulse upstroke.
 
-    Returns float32 (shape_points + 8,):
+    Returns float32 (shape_points + 9,):
     - the median cycle (the mean pulse, robust to artefacts) starting 50 ms before its foot,
       `shape_points` samples `shape_step_s` apart (periodic: a short RR wraps into the next
       pulse, as the signal does), scaled to [0, 1] over the cycle: amplitude and offset of
@@ -267,8 +268,11 @@ def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: flo
     - BP_SCALARS: PAT to the steepest upslope, median over beats; the same on the mean
       pulse; PAT to the foot (intersecting tangents) on the mean pulse (all three as
       (PAT - 0.3 s) / 0.15 s); rise time foot -> systolic peak; heart rate ((HR - 80) / 40);
-      RR coefficient of variation; inter-quartile spread of the per-beat PAT; valid (1, or 0
-      when fewer than `min_beats` usable beats were found: then every feature is 0).
+      RR coefficient of variation; inter-quartile spread of the per-beat PAT; the log of the
+      mean pulse's peak-to-peak amplitude in the PPG's own units (ln(amplitude / 1000) / 2:
+      the only feature that sees the sensor gain; within a person the pulse grows with the
+      pulse pressure); valid (1, or 0 when fewer than `min_beats` usable beats were found:
+      then every feature is 0).
     Never raises for flat, noisy or beat-less windows; the output is always finite.
     """
     out = np.zeros(shape_points + len(BP_SCALARS), np.float32)
@@ -282,7 +286,8 @@ def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: flo
         e_u, p_u = _upsample_rows(np.stack([e[:n], p[:n]]), up)
     else:
         e_u, p_u = e[:n], p[:n]
-    p_u = (p_u - p_u.mean()) / (p_u.std() + _EPS)
+    p_sd = float(p_u.std())
+    p_u = (p_u - p_u.mean()) / (p_sd + _EPS)
     r = r_peaks(e_u, fs_u)
     if len(r) < 2:
         return out
@@ -337,6 +342,7 @@ def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: flo
         (60.0 / cycle - 80.0) / 40.0,
         5.0 * float(rr.std() / rr.mean()),
         (q75 - q25) / 0.02,
+        np.log(max(span * p_sd, _EPS) / _AMP_REF) / _AMP_SPAN,
         1.0,
     ])
     out[:shape_points] = np.clip(shape, 0.0, 1.0)
@@ -349,5 +355,5 @@ FEATURES["ecg_ppg_pat"] = ecg_ppg_pat
 
 def bp_pat_s(features: np.ndarray, shape_points: int = 32) -> np.ndarray:
     """The median per-beat pulse arrival time in seconds, read back from `ecg_ppg_pat`
-    features (..., shape_points + 8): for PAT-only baselines and diagnostics."""
+    features (..., shape_points + 9): for PAT-only baselines and diagnostics."""
     return np.asarray(features)[..., shape_points] * _PAT_SPAN_S + _PAT_REF_S

@@ -4,7 +4,8 @@ Every subject is one `device_sim` recording with its own seed, sensor rates, noi
 body: arterial path length and stiffness (`device_sim.physiology.Arteries`, which set how far
 the pulse arrival time moves per mmHg) and a pulse-arrival-time offset (pre-ejection period).
 Random subjects follow random BP and HR trajectories, drawn independently so the model cannot
-read BP off the heart rate; the test set adds the simulator's built-in scenarios with new
+read BP off the heart rate; activity subjects walk and run with BP mostly held (HR and motion
+change without pressure); validation and test add the simulator's built-in scenarios with new
 seeds. Windows come from `training.windows.extract_channel_windows`, i.e. the runtime's own
 conditioning (`edge.signal.Conditioner` + `SlidingWindow`) and feature function.
 """
@@ -40,7 +41,7 @@ class BpSubject:
     split: str
     index: int
     seed: int
-    scenario: str  # "random" or a built-in scenario name
+    scenario: str  # "random", "activity" or a built-in scenario name
     duration_s: float | None  # None: the built-in scenario's own length
     ecg_rate: float
     ppg_rate: float
@@ -148,6 +149,36 @@ def random_bp_scenario(rng: np.random.Generator, duration_s: float):
     return Scenario("random-bp", f"random BP, {duration_s:g} s", tuple(segments))
 
 
+def activity_bp_scenario(rng: np.random.Generator, duration_s: float):
+    """Random segments of 30-120 s of rest (35%), walking (40%) and running (25%), with HR
+    rising with the activity (+25 / +60 bpm on a personal resting rate, SD 15 bpm) while BP
+    mostly stays near a personal baseline (70% of segments within SD 3 mmHg; the rest move
+    with SD 20 mmHg): heart rate and motion change without BP, the within-person change the
+    model must not read as pressure. Same baseline, diastolic share and limits as
+    `random_bp_scenario`."""
+    from device_sim.scenarios import CADENCE_RANGE_SPM, Scenario, Segment
+
+    sbp0 = rng.uniform(100.0, 150.0)
+    share = rng.uniform(0.58, 0.69)
+    hr0 = rng.uniform(55.0, 90.0)
+    segments, left = [], float(duration_s)
+    while left > 0:
+        length = min(left, rng.uniform(30.0, 120.0))
+        activity = str(rng.choice(["rest", "walk", "run"], p=[0.35, 0.4, 0.25]))
+        sbp = sbp0 + rng.normal(0.0, 3.0 if rng.uniform() < 0.7 else 20.0)
+        sbp = float(np.clip(sbp, 75.0, 210.0))
+        dbp = float(np.clip(sbp * (share + rng.uniform(-0.03, 0.03)), 40.0, 130.0))
+        dbp = min(dbp, sbp - 20.0)
+        bump = {"rest": 0.0, "walk": 25.0, "run": 60.0}[activity]
+        hr = float(np.clip(hr0 + bump + rng.normal(0.0, 15.0), 45.0, 180.0))
+        segments.append(Segment(length, hr, activity, rng.uniform(0.0, 60.0),
+                                rng.uniform(*CADENCE_RANGE_SPM[activity]), sbp_mmhg=sbp,
+                                dbp_mmhg=dbp))
+        left -= length
+    return Scenario("activity-bp", f"activity, BP mostly held, {duration_s:g} s",
+                    tuple(segments))
+
+
 def simulate_subject(subject: BpSubject):
     """The subject's recording with ECG, PPG and cuff readings (device_sim.Recording)."""
     from device_sim import get_scenario, simulate
@@ -156,6 +187,8 @@ def simulate_subject(subject: BpSubject):
     rng = np.random.default_rng(subject.seed)
     if subject.scenario == "random":
         scenario = random_bp_scenario(rng, subject.duration_s or 300.0)
+    elif subject.scenario == "activity":
+        scenario = activity_bp_scenario(rng, subject.duration_s or 300.0)
     else:
         scenario = get_scenario(subject.scenario)
         if subject.duration_s is not None:
