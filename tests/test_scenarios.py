@@ -48,6 +48,7 @@ MAX_DELAY_S = {"heart_rate": 10.0, "systolic_bp": 40.0, "diastolic_bp": 40.0}
 # And how long after the condition ends it must have cleared (the estimate's lag, the
 # hysteresis and the clear delay).
 MAX_CLEAR_S = {"heart_rate": 20.0, "systolic_bp": 60.0, "diastolic_bp": 60.0}
+BP_HOP_S = json.loads((ROOT / "models" / "bp.json").read_text())["hop_s"]  # BP estimate period
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def run_scenario(name: str, expect: Expect, broker, mqtt_subscriber, mqtt_publis
         validate("alarm" if "alarm_id" in payload else "vitals", payload)
     if has_bp:
         good_bp = [v for v in vitals if v["vital"] == "systolic_bp" and v["quality"] == "good"]
-        assert len(good_bp) > 0.5 * rec.duration_s / 2  # calibrated: BP drives alarms
+        assert len(good_bp) > 0.5 * rec.duration_s / BP_HOP_S  # calibrated: BP drives alarms
     return rec, alarms, vitals
 
 

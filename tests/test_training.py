@@ -9,7 +9,7 @@ import pytest
 from training_cli import assert_one_line_error, train_cli
 
 from edge.infer import load_model
-from training import data, hr
+from training import data, hr, steps
 from training.cli import main
 
 
@@ -31,7 +31,7 @@ def test_quick_run_writes_a_complete_bundle(quick_bundle):
     assert manifest["training"]["seed"] == 1 and manifest["training"]["quick"] is True
     for variant in ("float", "int8"):
         assert set(manifest["metrics"][variant]) >= {"all", "rest", "motion", "per_subject_mae"}
-    assert (quick_bundle / "hr.tflite").stat().st_size <= hr.MAX_TFLITE_BYTES
+    assert (quick_bundle / "hr.tflite").stat().st_size <= steps.MAX_TFLITE_BYTES
     assert "Quick run" in (quick_bundle / "hr_report.md").read_text()
 
 

@@ -11,7 +11,7 @@ from training_cli import assert_one_line_error, train_cli
 
 from edge.features import FEATURES, cgm_history
 from edge.infer import load_model
-from training import glucose, glucose_data, glucose_metrics
+from training import glucose, glucose_data, glucose_metrics, steps
 from training.cli import main
 
 SEED = 1
@@ -56,7 +56,7 @@ def test_quick_run_writes_a_complete_bundle_with_the_runtime_contract(quick_bund
     for variant in ("float", "int8"):
         assert set(m["metrics"][variant]) >= {"h20", "h30", "clarke_30", "urgent_low",
                                               "per_subject_rmse_30"}
-    assert (quick_bundle / "glucose.tflite").stat().st_size <= glucose.MAX_TFLITE_BYTES
+    assert (quick_bundle / "glucose.tflite").stat().st_size <= steps.MAX_TFLITE_BYTES
     report = (quick_bundle / "glucose_report.md").read_text()
     assert "Quick run" in report and "Clarke" in report and "Urgent low soon" in report
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,8 @@ import numpy as np
 from edge.bundle import Manifest, sha256_file
 from training import glucose_data as gdata
 from training import glucose_metrics as gm
-from training import provenance
+from training import steps
 from training.bundle import publish, staging, tensor_specs
-from training.errors import TrainingError
 from training.evaluate import runtime_estimates
 from training.windows import Preprocessing
 
@@ -43,7 +42,6 @@ PREPROCESSING = Preprocessing(
     feature_params={"center_mg_dl": CENTER_MG_DL, "scale_mg_dl": SCALE_MG_DL},
 )
 OUTPUT_NAMES = tuple(gdata.HORIZONS)  # ("glucose_20min", "glucose_30min")
-MAX_TFLITE_BYTES = 64 * 1024
 # Acceptance targets on held-out subjects (int8, +30 min); the report marks each met or missed.
 TARGETS = {"rmse_30": 18.0, "improvement_vs_last_pct": 25.0, "clarke_ab_pct": 99.0,
            "urgent_low_sensitivity_pct": 90.0}
@@ -109,27 +107,13 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
     added to (or, --data-only, instead of) the simulated training and validation subjects."""
     started = time.monotonic()
     plan = Plan.for_run(quick)
-    subjects = plan_splits(plan, seed)
-    if recordings is not None:
-        subjects = recordings.simulated(subjects)
-    series, sets = {}, {}
-    for split, members in subjects.items():
-        t0 = time.monotonic()
-        series[split], sets[split] = gdata.build(members, PREPROCESSING, workers=2)
-        log(f"{NAME}: {split}: {len(members)} subjects, {len(sets[split])} windows "
-            f"({time.monotonic() - t0:.1f}s)")
-    if recordings is not None:
-        subjects, sets, series = recordings.merge(subjects, sets, series)
+    subjects, sets, series = steps.windows_per_split(
+        NAME, plan_splits(plan, seed),
+        lambda members: gdata.build(members, PREPROCESSING, workers=2), log, recordings)
 
     # TensorFlow only now: the simulation workers above are spawned without it.
-    from training import quantize
-
     model = _fit(plan, sets, seed, log)
-    log(f"{NAME}: quantising to int8")
-    tflite = quantize.to_int8_tflite(model, _representative(sets["train"].x, seed), seed=seed)
-    if len(tflite) > MAX_TFLITE_BYTES:
-        raise TrainingError(f"{NAME}: int8 model is {len(tflite)} bytes, over the "
-                            f"{MAX_TFLITE_BYTES}-byte budget; shrink the network")
+    tflite = steps.int8_tflite(NAME, model, _representative(sets["train"].x, seed), seed, log)
     with staging(out) as stage:
         manifest = _manifest(stage, tflite)
         test = sets["test"]
@@ -158,15 +142,8 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
                 "test_set": {"subjects": test.n_subjects, "windows": len(test),
                              "kinds": _kinds(subjects["test"])},
             },
-            training={
-                "seed": seed,
-                "quick": quick,
-                "subjects": {k: len(v) for k, v in subjects.items()},
-                "windows": {k: len(v) for k, v in sets.items()},
-                "plan": asdict(plan),
-                "duration_s": round(time.monotonic() - started, 1),
-                **provenance.describe(),
-            },
+            training=steps.run_record(seed=seed, quick=quick, subjects=subjects, sets=sets,
+                                      plan=plan, started=started),
         )
         from training import glucose_report
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,8 @@ import numpy as np
 
 from edge.bundle import Manifest, sha256_file
 from edge.features import spectrum_frequencies
-from training import data, provenance
+from training import data, steps
 from training.bundle import publish, staging, tensor_specs
-from training.errors import TrainingError
 from training.evaluate import regression_metrics, runtime_estimates
 from training.windows import Preprocessing
 
@@ -38,7 +37,6 @@ PREPROCESSING = Preprocessing(
 )
 BUILTIN_TEST_SCENARIOS = ("rest", "normal", "tachycardia", "bradycardia", "exercise")
 TOLERANCE_BPM = 5.0  # "within tolerance" share in the metrics (ANSI/CTA-2065 uses ±5 bpm)
-MAX_TFLITE_BYTES = 64 * 1024
 # Acceptance targets on held-out subjects; the report marks each met or missed.
 TARGETS = {"rest_mae": 2.0, "motion_mae": 5.0, "int8_vs_float_pct": 5.0}
 
@@ -110,28 +108,16 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
     added to (or, --data-only, instead of) the simulated training and validation subjects."""
     started = time.monotonic()
     plan = Plan.for_run(quick)
-    subjects = plan_splits(plan, seed)
-    if recordings is not None:
-        subjects = recordings.simulated(subjects)
-    sets = {}
-    for split, members in subjects.items():
-        t0 = time.monotonic()
-        sets[split] = data.build_windows(members, PREPROCESSING)
-        log(f"{NAME}: {split}: {len(members)} subjects, {len(sets[split])} windows "
-            f"({time.monotonic() - t0:.1f}s)")
-    if recordings is not None:
-        subjects, sets, _ = recordings.merge(subjects, sets)
+    subjects, sets, _ = steps.windows_per_split(
+        NAME, plan_splits(plan, seed),
+        lambda members: data.build_windows(members, PREPROCESSING), log, recordings)
 
     # TensorFlow only now: the simulation workers above are spawned without it.
-    from training import nets, quantize
+    from training import nets
 
     classes = classes_bpm()
     model = _fit(nets, plan, sets, classes, seed, log)
-    log(f"{NAME}: quantising to int8")
-    tflite = quantize.to_int8_tflite(nets.with_softmax(model), sets["train"].x, seed=seed)
-    if len(tflite) > MAX_TFLITE_BYTES:
-        raise TrainingError(f"{NAME}: int8 model is {len(tflite)} bytes, over the "
-                            f"{MAX_TFLITE_BYTES}-byte budget; shrink the network")
+    tflite = steps.int8_tflite(NAME, nets.with_softmax(model), sets["train"].x, seed, log)
     with staging(out) as stage:
         manifest = _manifest(stage, tflite, classes)
         test = sets["test"]
@@ -170,16 +156,8 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
                              "subjects_without_accelerometer": int(
                                  sum(not s.has_acc for s in subjects["test"]))},
             },
-            training={
-                "seed": seed,
-                "quick": quick,
-                "subjects": {k: len(v) for k, v in subjects.items()},
-                "windows": {k: len(v) for k, v in sets.items()},
-                "plan": asdict(plan),
-                "train_mean_bpm": train_mean,
-                "duration_s": round(time.monotonic() - started, 1),
-                **provenance.describe(),
-            },
+            training=steps.run_record(seed=seed, quick=quick, subjects=subjects, sets=sets,
+                                      plan=plan, started=started, train_mean_bpm=train_mean),
         )
         from training import hr_report
 
