@@ -119,6 +119,14 @@ def plan_subjects(split: str, n: int, seed: int, *, duration_s: float | None,
     ) for i in range(first_index, first_index + n)]
 
 
+def _pressures(rng: np.random.Generator, sbp: float, share: float) -> tuple[float, float]:
+    """A segment's (SBP, DBP): SBP within 75-210 mmHg, DBP the person's diastolic share of it
+    jittered by +-0.03, within 40-130 mmHg and at least 20 below SBP."""
+    sbp = float(np.clip(sbp, 75.0, 210.0))
+    dbp = float(np.clip(sbp * (share + rng.uniform(-0.03, 0.03)), 40.0, 130.0))
+    return sbp, min(dbp, sbp - 20.0)
+
+
 def random_bp_scenario(rng: np.random.Generator, duration_s: float):
     """Random segments of 30-120 s: BP around a personal baseline (SBP 100-150 mmHg) with
     excursions of SD 25 mmHg (75-210 systolic, 40-130 diastolic, pulse pressure >= 20); the
@@ -137,9 +145,7 @@ def random_bp_scenario(rng: np.random.Generator, duration_s: float):
             sbp = sbp0 + rng.normal(0.0, 5.0)
         else:
             sbp = sbp0 + rng.normal(0.0, 25.0)
-        sbp = float(np.clip(sbp, 75.0, 210.0))
-        dbp = float(np.clip(sbp * (share + rng.uniform(-0.03, 0.03)), 40.0, 130.0))
-        dbp = min(dbp, sbp - 20.0)
+        sbp, dbp = _pressures(rng, sbp, share)
         hr = float(np.clip(hr0 + rng.normal(0.0, 20.0), 45.0, 160.0))
         activity = str(rng.choice(["rest", "walk", "run"], p=[0.7, 0.25, 0.05]))
         segments.append(Segment(length, hr, activity, rng.uniform(10.0, 90.0),
@@ -166,9 +172,7 @@ def activity_bp_scenario(rng: np.random.Generator, duration_s: float):
         length = min(left, rng.uniform(30.0, 120.0))
         activity = str(rng.choice(["rest", "walk", "run"], p=[0.35, 0.4, 0.25]))
         sbp = sbp0 + rng.normal(0.0, 3.0 if rng.uniform() < 0.7 else 20.0)
-        sbp = float(np.clip(sbp, 75.0, 210.0))
-        dbp = float(np.clip(sbp * (share + rng.uniform(-0.03, 0.03)), 40.0, 130.0))
-        dbp = min(dbp, sbp - 20.0)
+        sbp, dbp = _pressures(rng, sbp, share)
         bump = {"rest": 0.0, "walk": 25.0, "run": 60.0}[activity]
         hr = float(np.clip(hr0 + bump + rng.normal(0.0, 15.0), 45.0, 180.0))
         segments.append(Segment(length, hr, activity, rng.uniform(0.0, 60.0),
