@@ -30,7 +30,9 @@ _BAD_BITS, _BOOT_BITS = int(_BAD_FLAGS), int(Flag.BOOT)
 MOTION = "motion"  # a jump under motion: the model most likely locked onto the arm swing
 MOTION_UNKNOWN = "motion_unknown"  # the accelerometer data for the window was damaged
 UNCALIBRATED = "uncalibrated"  # cuffless BP before a cuff calibration: a trend, not a value
-QUALITIES = (GOOD, SENSOR, MOTION, MOTION_UNKNOWN, UNCALIBRATED)
+# The model's own belief is too spread (or implausible) to act on: published, drives no alarm.
+UNCERTAIN = "uncertain"
+QUALITIES = (GOOD, SENSOR, MOTION, MOTION_UNKNOWN, UNCALIBRATED, UNCERTAIN)
 CHANNEL_ABSENT_S = 5.0  # no frame of a channel for this long: window without it (or skipped)
 
 
