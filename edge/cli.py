@@ -79,12 +79,27 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     models = load_models(config)
+    check_state_and_tls(config)
     print(f"config {args.config}: ok ({len(config.devices)} device(s), broker "
           f"{config.mqtt.host}:{config.mqtt.port})")
     for model in models:
         m = model.manifest
         print(f"model {m.name} {m.version}: ok (sha256 {m.sha256[:12]}…, {model.backend})")
     return 0
+
+
+def check_state_and_tls(config: Config) -> None:
+    """What `run` would trip over after the config parsed: state directories it cannot
+    create or write, TLS files that do not load."""
+    from edge.publish import tls_context
+    from edge.state import private_dir
+
+    for key, value in (("mqtt.outbox", config.mqtt.outbox),
+                       ("calibration_file", config.calibration_file),
+                       ("commands.id_file", config.commands.id_file)):
+        private_dir(config.path(value).parent, key)
+    if config.mqtt.tls:
+        tls_context(config.mqtt, config.path)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:

@@ -88,11 +88,15 @@ def test_serial_port_that_does_not_exist(tmp_path):
     assert_one_line_error(result, 1, "/dev/ttyDOESNOTEXIST", "cannot be opened", "dialout")
 
 
-def test_broker_not_reachable(tmp_path):
-    body = (f"[mqtt]\nport = {free_port()}\noutbox = '{tmp_path / 'outbox.sqlite'}'\n"
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_outbox_directory_that_cannot_be_created(tmp_path, command):
+    (tmp_path / "a-file").write_text("not a directory")
+    body = (f"[mqtt]\nport = {free_port()}\noutbox = '{tmp_path / 'a-file' / 'outbox.sqlite'}'\n"
             "[[devices]]\nname = 'wrist'\nport = 'loop://'\n")
-    result = edge("run", "--log-level", "error", "--config", str(write_config(tmp_path, body)))
-    assert_one_line_error(result, 1, "not reachable", "start mosquitto")
+    result = edge(command, "--log-level", "error", "--config", str(write_config(tmp_path, body))
+                  ) if command == "run" else edge(command, "--config",
+                                                  str(write_config(tmp_path, body)))
+    assert_one_line_error(result, 2, "'mqtt.outbox'", "a-file", "cannot be created")
 
 
 def test_replay_of_a_file_that_is_not_a_recording(tmp_path):
@@ -120,11 +124,13 @@ def test_the_board_config_shipped_in_deploy_is_valid():
 
 
 def test_json_logs_are_one_object_per_line(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
     body = (f"log_format = 'json'\n[mqtt]\nport = {free_port()}\n"
-            f"outbox = '{tmp_path / 'outbox.sqlite'}'\n[[devices]]\nname = 'w'\nport = 'loop://'\n")
+            f"outbox = '{tmp_path / 'a-file' / 'outbox.sqlite'}'\n"
+            "[[devices]]\nname = 'w'\nport = 'loop://'\n")
     result = edge("run", "--config", str(write_config(tmp_path, body)))
     *logs, error = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and "not reachable" in error
+    assert result.returncode == 2 and "cannot be created" in error
     entries = [json.loads(line) for line in logs]
     assert entries and all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
     assert any("loaded model hr" in e["message"] for e in entries)
