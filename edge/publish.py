@@ -266,7 +266,7 @@ class Publisher:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            if self._refused is None:
+            if self._answered.is_set() and self._refused is None:  # else connect() says it
                 log.error("MQTT broker %s:%s refused the connection (%s); retrying",
                           self.config.host, self.config.port, reason_code)
             self._refused, self.state = str(reason_code), "refused"
