@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 
 def write_private(path: Path, text: str) -> None:
     """Replace `path` atomically with `text`, readable by this user only (0600)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
