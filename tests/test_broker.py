@@ -289,3 +289,54 @@ def test_the_outbox_wal_shrinks_once_drained(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(tmp_path / "state").st_mode) == 0o700
     assert {stat.S_IMODE(os.stat(p).st_mode) for p in (tmp_path / "state").iterdir()} == {0o600}
     outbox.close()
+
+
+class ShippedBroker(PrivateBroker):
+    """mosquitto with deploy/mosquitto.conf and deploy/mosquitto.acl as shipped, adapted only
+    to a free port and temp paths."""
+
+    def __init__(self, passwd: Path) -> None:
+        super().__init__()
+        self.passwd = passwd
+
+    def config_text(self) -> str:
+        deploy = Path(__file__).resolve().parents[1] / "deploy"
+        acl = self.workdir / "wearable.acl"
+        acl.write_text((deploy / "mosquitto.acl").read_text())
+        text = (deploy / "mosquitto.conf").read_text()
+        for old, new in (("listener 1883 127.0.0.1", f"listener {self.port} {self.host}"),
+                         ("/etc/mosquitto/wearable.passwd", str(self.passwd)),
+                         ("/etc/mosquitto/wearable.acl", str(acl)),
+                         ("persistence true", "persistence false")):
+            assert old in text, old
+            text = text.replace(old, new)
+        text += f"log_dest file {self.log_path}\n"
+        return text + ("user root\n" if os.geteuid() == 0 else "")
+
+
+def test_the_shipped_broker_config_keeps_health_data_private(
+        mosquitto_path: str, tmp_path: Path, mqtt_subscriber, mqtt_publish) -> None:
+    passwd = write_password_file(tmp_path / "passwd", {"wearable-edge": "e-pass",
+                                                       "operator": "o-pass"})
+    with ShippedBroker(passwd) as shipped:
+        assert "allow_anonymous true" not in shipped.config_text()
+        with pytest.raises(ConnectionError, match="refused"):
+            mqtt_subscriber("wearable/#", broker=shipped)  # anonymous: nothing at all
+
+        runtime = mqtt_subscriber("wearable/+/+/cmd", broker=shipped, username="wearable-edge",
+                                  password="e-pass")
+        nurse = mqtt_subscriber("wearable/#", broker=shipped, username="operator",
+                                password="o-pass")
+
+        def send(user: str, password: str, topic: str, payload: bytes) -> None:
+            mqtt_publish(topic, payload, broker=shipped, username=user, password=password)
+
+        send("wearable-edge", "e-pass", "wearable/ward-7/wrist-1/vitals", b"hr 72")
+        send("operator", "o-pass", "wearable/ward-7/wrist-1/alarms", b"forged")
+        send("operator", "o-pass", "wearable/ward-7/wrist-1/cmd", b"signed command")
+        assert runtime.wait_for("wearable/ward-7/wrist-1/cmd").payload == b"signed command"
+        send("wearable-edge", "e-pass", "wearable/ward-7/wrist-1/reply", b"done")
+        nurse.wait_for("wearable/ward-7/wrist-1/reply")  # in order: all before it has settled
+        # The nurse station sees the vitals and the reply, never the command (which only the
+        # runtime reads) nor its own forged alarm.
+        assert [m.topic.rsplit("/", 1)[1] for m in nurse.messages] == ["vitals", "reply"]

@@ -57,7 +57,8 @@ def test_the_canonical_string_is_what_the_docs_spell_out():
                              {"systolic": 124, "diastolic": 82.0}, now=1796000000.5,
                              command_id="c-19")
     expected = hmac.new(b"6f0c2e9d8b1a4c3e", text.encode(), hashlib.sha256).hexdigest()
-    assert payload["signature"] == expected
+    assert payload["signature"] == expected == (
+        "776fd08954ca0684f856ebcc1a88db5055c5525b6650fa1254b760e8a2ba2ff4")
     assert "6f0c2e9d8b1a4c3e" not in json.dumps(payload)  # the secret never travels
 
 
