@@ -227,12 +227,13 @@ def _validate(name: str, fields: dict[str, Any], command_id: str, operator: str,
                            command_id)
     minutes = 0.0
     if name == "silence":
-        minutes = fields.get("minutes")
-        if not isinstance(minutes, int | float) or not math.isfinite(minutes) or not (
-                0 < minutes <= config.max_silence_min):
+        asked = fields.get("minutes")
+        if not isinstance(asked, int | float) or not math.isfinite(asked) or not (
+                0 < asked <= config.max_silence_min):
             raise CommandError(f"field 'minutes' must be a number in (0, "
                                f"{config.max_silence_min:g}]", command_id)
-    return Command(command_id, operator, name, fields["condition"], float(minutes))
+        minutes = float(asked)
+    return Command(command_id, operator, name, fields["condition"], minutes)
 
 
 def _number(data: dict[str, Any], key: str, bounds: tuple[float, float],
