@@ -93,9 +93,8 @@ def test_outbox_directory_that_cannot_be_created(tmp_path, command):
     (tmp_path / "a-file").write_text("not a directory")
     body = (f"[mqtt]\nport = {free_port()}\noutbox = '{tmp_path / 'a-file' / 'outbox.sqlite'}'\n"
             "[[devices]]\nname = 'wrist'\nport = 'loop://'\n")
-    result = edge(command, "--log-level", "error", "--config", str(write_config(tmp_path, body))
-                  ) if command == "run" else edge(command, "--config",
-                                                  str(write_config(tmp_path, body)))
+    options = ["--log-level", "error"] if command == "run" else []
+    result = edge(command, *options, "--config", str(write_config(tmp_path, body)))
     assert_one_line_error(result, 2, "'mqtt.outbox'", "a-file", "cannot be created")
 
 
