@@ -154,6 +154,7 @@ class Publisher:
         self._answered = threading.Event()  # the first CONNACK, accepted or not
         self._resend = threading.Event()
         self._refused: str | None = None
+        self._closed_early: str | None = None  # the link dropped before any CONNACK
         self.state = "connecting"  # or connected, unreachable, refused (status, logs)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -190,6 +191,17 @@ class Publisher:
             self.client.loop_stop()
             raise BrokerError(f"MQTT broker {where} refused the connection ({self._refused}); "
                               "check [mqtt] username/password and the broker's password file")
+        if self._closed_early and c.tls:
+            # After a TLS handshake, a broker that hangs up before answering rejected the
+            # client certificate (missing, expired, or signed by a CA it does not trust).
+            self.client.loop_stop()
+            raise BrokerError(f"TLS: the MQTT broker {where} closed the connection before "
+                              f"answering ({self._closed_early}); it most likely requires a "
+                              "client certificate it accepts: check [mqtt] cert_file/key_file")
+        if self._closed_early:
+            log.warning("the MQTT broker %s closed the connection before answering (%s); a TLS "
+                        "listener? then set mqtt.tls = true. Monitoring goes on, retrying",
+                        where, self._closed_early)
 
     def close(self, final_status: dict[str, Any]) -> None:
         """Publish the final status, wait briefly for acks, disconnect cleanly."""
@@ -284,6 +296,9 @@ class Publisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
+        if not self._answered.is_set():
+            self._closed_early = str(reason_code)
+            self._answered.set()
         if was_connected and reason_code != 0:
             self.state = "unreachable"
             log.warning("lost the MQTT broker (%s); reconnecting every %g s at most, alarms "

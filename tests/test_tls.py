@@ -68,6 +68,16 @@ def test_a_tls_failure_is_reported_as_tls(certificates, mosquitto_path, tmp_path
     assert "username/password" not in line
 
 
+def test_a_missing_client_certificate_is_reported_as_tls(certificates, mosquitto_path,
+                                                          tmp_path):
+    extra = tls_listener(certificates, plain_port=free_port())
+    with PrivateBroker(extra_config=extra) as private:
+        config = write_config(tmp_path, private.port,
+                              mutual(certificates, cert_file="", key_file=""))
+        line = one_line_error(edge("run", "--log-level", "error", "--config", str(config)), 1)
+    assert line.startswith("wearable-edge: error: TLS:") and "cert_file/key_file" in line, line
+
+
 def test_server_name_check_can_be_turned_off(certificates, mosquitto_path, mqtt_subscriber,
                                              processes, tmp_path):
     plain = free_port()
