@@ -235,8 +235,8 @@ class CommandsConfig:
 
     def check(self, key: str) -> None:
         for name, secret in self.operators.items():
-            _require(len(secret) >= 16, f"{key}.operators.{name}",
-                     "must be a signing secret of at least 16 characters (e.g. openssl rand "
+            _require(len(secret) >= 12, f"{key}.operators.{name}",
+                     "must be a signing secret of at least 12 characters (e.g. openssl rand "
                      "-hex 16)")
         _require(0 < self.max_silence_min <= 60, f"{key}.max_silence_min",
                  "must be between 0 and 60 minutes")

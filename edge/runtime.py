@@ -128,6 +128,10 @@ class Runtime:
         Nothing in a command message may stop the node: whatever goes wrong is logged and
         answered as a refusal."""
         device = self.topics.device_of_command(topic)
+        if not device.isprintable() or len(device) > 64:
+            # Not a device name any config allows: answer nothing, log nothing it could forge.
+            log.warning("command on an invalid topic %r ignored", topic[:100])
+            return
         command_id = None
         try:
             command = parse_command(payload, self.config.commands, device)
