@@ -295,7 +295,7 @@ static int32_t ww_signed32(uint32_t v)
 
 static uint16_t ww_get_u16(const uint8_t *p)
 {
-    return (uint16_t)(p[0] | (p[1] << 8));
+    return (uint16_t)(p[0] | ((uint16_t)p[1] << 8)); /* no int overflow where int is 16 bits */
 }
 
 static uint32_t ww_get_u32(const uint8_t *p)
