@@ -349,14 +349,19 @@ def test_under_address_and_undefined_behaviour_sanitizers(build):
 # ---- the example firmware loop, with stub sensors ---------------------------------------
 
 HARNESS = r"""
-/* Stub board for wire/c/examples/firmware_loop.c: deterministic sensors whose FIFOs deliver
- * 0-5 samples per read, a lead-off stretch on the PPG, a clipped stretch on the accelerometer,
- * and stdout as the serial port. */
+/* Stub board for wire/c/examples/firmware_loop.c with stdout as the serial port. Sensor FIFOs
+ * deliver 0-5 samples per read. Default: deterministic test values, a lead-off stretch on the
+ * PPG, a clipped stretch on the accelerometer. -DPULSE: a 72 bpm pulse at rest for 60 s. */
+#include <math.h>
 #include <stdio.h>
 #include "examples/firmware_loop.h"
 #include "wearable_wire.h"
 
+#ifdef PULSE
+#define TOTAL 6000
+#else
 #define TOTAL 1000
+#endif
 static unsigned long ppg_i, acc_i, reads;
 
 static size_t burst(size_t max, unsigned long done)
@@ -368,12 +373,27 @@ static size_t burst(size_t max, unsigned long done)
     return n;
 }
 
+static int32_t ppg_value(unsigned long i)
+{
+#ifdef PULSE
+    double phase = fmod(i * 72.0 / 60.0 / PPG_RATE_HZ, 1.0);
+    double a = (phase - 0.18) / 0.07, b = (phase - 0.45) / 0.09;
+    return (int32_t)(100000.0 + 2000.0 * (exp(-0.5 * a * a) + 0.35 * exp(-0.5 * b * b)));
+#else
+    return (int32_t)(100000 + (i * 37) % 1000) - (int32_t)(i % 2) * 200000;
+#endif
+}
+
 size_t board_read_ppg(int32_t *out, size_t max, uint8_t *flags)
 {
     size_t i, n = burst(max, ppg_i);
     for (i = 0; i < n; i++, ppg_i++) {
-        out[i] = (int32_t)(100000 + (ppg_i * 37) % 1000) - (int32_t)(ppg_i % 2) * 200000;
+        out[i] = ppg_value(ppg_i);
+#ifdef PULSE
+        (void)flags;
+#else
         if (ppg_i >= 200 && ppg_i < 260) *flags |= WW_FLAG_LEAD_OFF;
+#endif
     }
     return n;
 }
@@ -384,8 +404,12 @@ size_t board_read_accel(int16_t *xyz, size_t max, uint8_t *flags)
     for (i = 0; i < n; i++, acc_i++) {
         xyz[3 * i] = (int16_t)(acc_i % 7);
         xyz[3 * i + 1] = (int16_t)(-(long)(acc_i % 5));
-        xyz[3 * i + 2] = (int16_t)(250 + acc_i % 3);
+        xyz[3 * i + 2] = (int16_t)(250 + acc_i % 3); /* about 1 g at 4 mg per count */
+#ifdef PULSE
+        (void)flags;
+#else
         if (acc_i >= 500 && acc_i < 510) *flags |= WW_FLAG_SATURATED;
+#endif
     }
     return n;
 }
@@ -411,7 +435,7 @@ def firmware_harness(build: Path, flags: tuple[str, ...] = (), name: str = "firm
     source = build / f"{name}_harness.c"
     source.write_text(HARNESS)
     return compile_c(build / name, C_DIR / "wearable_wire.c",
-                     C_DIR / "examples" / "firmware_loop.c", source, flags=flags)
+                     C_DIR / "examples" / "firmware_loop.c", source, flags=flags, libs=("-lm",))
 
 
 def test_firmware_loop_sends_valid_frames_with_seq_boot_and_flags(build):
@@ -467,6 +491,25 @@ def test_host_stream_recording_replays_to_its_heart_rate(host_stream, tmp_path):
     # 8 s windows every 2 s over 40 s: (40 - 8) / 2 + 1 estimates, every one usable.
     assert len(rates) == 17
     assert max(abs(r - HR_BPM) for r in rates) <= TOLERANCE_BPM, rates
+    assert "0 CRC errors, 0 lost" in replayed.stderr
+
+
+def test_firmware_loop_frames_at_100_hz_replay_to_heart_rate(build, tmp_path):
+    """The example firmware's own rates and scales (100 Hz, 4 mg per count) feed the models."""
+    harness = firmware_harness(build, flags=("-DPULSE",), name="firmware_pulse")
+    recording = tmp_path / "firmware.bin"
+    recording.write_bytes(subprocess.run([str(harness)], capture_output=True, check=True).stdout)
+    replayed = subprocess.run(
+        [sys.executable, "-m", "edge", "replay", str(recording), "--models", str(ROOT / "models"),
+         "--out", "-"], check=True, capture_output=True, text=True, cwd=ROOT)
+    vitals = [m["payload"] for m in map(json.loads, replayed.stdout.splitlines())
+              if m["topic"].endswith("/vitals")]
+    rates = heart_rates(vitals)
+    # A window every 2 s from 8 s to 60 s, but perhaps the last: resampling 100 -> 32 Hz
+    # needs a little signal past a window's end, and the recording ends at 60 s.
+    assert len(rates) >= (60 - 8) // 2
+    assert max(abs(r - HR_BPM) for r in rates) <= TOLERANCE_BPM, rates
+    assert {v["motion_g"] for v in vitals} != {None}  # the accelerometer was used
     assert "0 CRC errors, 0 lost" in replayed.stderr
 
 
