@@ -96,6 +96,11 @@ def c_encode(tool: Path, frames: list[Frame]) -> list[str]:
     return lines
 
 
+# The `ww_tool decode` stats line: wire.DecoderStats' counters, then seq_untracked.
+STATS = ("bytes_in", "frames_ok", "bytes_discarded", "crc_errors", "malformed", "seq_gaps",
+         "frames_lost", "duplicates", "device_resets", "seq_untracked")
+
+
 @dataclass
 class CDecoded:
     frames: list[tuple]
@@ -108,8 +113,7 @@ def c_decode(tool: Path, data: bytes, chunk: int = 4096) -> CDecoded:
                          check=True)
     lines = run.stdout.decode().splitlines()
     assert lines and lines[-1].startswith("stats ")
-    keys = ("bytes_in", "frames_ok", "bytes_discarded", "crc_errors", "malformed")
-    stats = dict(zip(keys, map(int, lines[-1].split()[1:]), strict=True))
+    stats = dict(zip(STATS, map(int, lines[-1].split()[1:]), strict=True))
     frames = []
     for line in lines[:-1]:
         kind, *fields = line.split()
@@ -133,9 +137,7 @@ def python_reference(data: bytes) -> tuple[list[tuple], dict[str, int]]:
     decoder, frames = Decoder(), []
     for i in range(len(data)):
         frames += decoder.feed(data[i:i + 1])
-    stats = decoder.stats.as_dict()
-    keys = ("bytes_in", "frames_ok", "bytes_discarded", "crc_errors", "malformed")
-    return [as_tuple(f) for f in frames], {k: stats[k] for k in keys}
+    return [as_tuple(f) for f in frames], {**decoder.stats.as_dict(), "seq_untracked": 0}
 
 
 def vector_frame(vector: dict) -> Frame:
@@ -170,9 +172,9 @@ def test_vectors_decode_to_their_fields_and_invalid_ones_are_rejected_by_class(w
         data = bytes.fromhex(vector["wire_hex"])
         decoded = c_decode(ww_tool, data)
         assert decoded.frames == [], vector["name"]
-        assert decoded.stats == {"bytes_in": len(data), "frames_ok": 0,
-                                 "bytes_discarded": len(data), "crc_errors": 0, "malformed": 0,
-                                 counter[vector["error"]]: 1}, vector["name"]
+        assert decoded.stats == {**dict.fromkeys(STATS, 0), "bytes_in": len(data),
+                                 "bytes_discarded": len(data), counter[vector["error"]]: 1}, (
+            vector["name"])
 
 
 # ---- a random sweep: C frames byte-equal to Python's ------------------------------------
@@ -271,51 +273,92 @@ def test_encoder_refuses_what_the_protocol_forbids(ww_tool, build):
 
 # ---- the decoder on a damaged stream: the same frames and counters as wire.Decoder ------
 
-def damaged_stream(rng: np.random.Generator) -> tuple[bytes, int]:
-    """A stream of sequential frames with every kind of damage a serial line does."""
+def damaged_stream(rng: np.random.Generator) -> tuple[bytes, int, int]:
+    """Frames of 3 devices (15 device/channel pairs: within WW_SEQ_SLOTS) with every kind of
+    damage a serial line does, and the sequence events a wearable causes (repeats, late
+    frames, resets, gaps). Returns the bytes, the frames sent, and how many of them arrive
+    intact right after a delimiter (what a decoder without tail recovery would find)."""
     seqs: dict[tuple[int, int], int] = {}
+    sent_frames: list[bytes] = []
     chunks = [b"\x00"]  # a sender may start with a delimiter
-    for _ in range(400):
+    clean, after_delimiter = 0, True
+    for _ in range(500):
         frame = random_frame(rng)
-        key = (frame.device_id % 4, int(frame.channel))
+        key = (frame.device_id % 3, int(frame.channel))
+        event = rng.random()
+        if event < 0.03 and sent_frames:  # the same frame twice, or an old one late
+            chunks.append(sent_frames[-1] if event < 0.015 else
+                          sent_frames[int(rng.integers(len(sent_frames)))])
+        flags = frame.flags & ~Flag.BOOT
+        if event < 0.06 and key in seqs:  # lost frames
+            seqs[key] += int(rng.integers(1, 5))
+        elif event < 0.08:  # the device restarted
+            seqs[key], flags = 0, flags | Flag.BOOT
         seq = seqs.get(key, 0)
         seqs[key] = seq + 1
-        frame = Frame(key[0], seq, frame.timestamp_us, frame.channel, frame.sample_rate_hz,
-                      frame.samples, frame.scale, frame.flags & ~Flag.BOOT)
-        data = bytearray(encode_frame(frame))
+        data = bytearray(encode_frame(Frame(key[0], seq, frame.timestamp_us, frame.channel,
+                                            frame.sample_rate_hz, frame.samples, frame.scale,
+                                            flags)))
+        sent_frames.append(bytes(data))
+        intact, next_after_delimiter = True, True
         damage = rng.random()
         if damage < 0.08:  # bit flip
             pos = int(rng.integers(len(data) - 1))
             data[pos] ^= 1 << int(rng.integers(8))
+            intact = False
         elif damage < 0.14:  # cable pull: truncated, delimiter lost, next frame follows
             data = data[: int(rng.integers(1, len(data) - 1))]
+            intact = next_after_delimiter = False
         elif damage < 0.20:  # a dropped byte
             del data[int(rng.integers(len(data) - 1))]
+            intact = False
         elif damage < 0.26:  # line noise before the frame, no delimiter between
             data[:0] = rng.integers(1, 256, size=int(rng.integers(1, 60)), dtype=np.uint8).tobytes()
+            intact = False
         elif damage < 0.30:  # noise with zeros in it
-            chunks.append(rng.integers(0, 256, size=int(rng.integers(1, 80)),
-                                       dtype=np.uint8).tobytes())
+            noise = rng.integers(0, 256, size=int(rng.integers(1, 80)), dtype=np.uint8).tobytes()
+            chunks.append(noise)
+            intact = noise.endswith(b"\x00")
         elif damage < 0.32:  # a long burst with no delimiter: more than any frame
             chunks.append(rng.integers(1, 256, size=MAX_ENCODED + int(rng.integers(1, 3000)),
                                        dtype=np.uint8).tobytes())
+            intact = False
         elif damage < 0.35:  # extra delimiters
             chunks.append(b"\x00" * int(rng.integers(1, 4)))
+        clean += intact and after_delimiter
+        after_delimiter = next_after_delimiter
         chunks.append(bytes(data))
-    return b"".join(chunks), 400
+    return b"".join(chunks), len(sent_frames), clean
 
 
 def test_decoder_matches_python_on_a_damaged_stream_in_any_chunking(ww_tool):
-    data, sent = damaged_stream(np.random.default_rng(7))
+    data, sent, clean = damaged_stream(np.random.default_rng(7))
     frames, stats = python_reference(data)
     # The damage is real: every counter moved, and frames were recovered from the tail of a
-    # damaged chunk (more frames than intact chunks would give).
-    assert stats["crc_errors"] > 10 and stats["malformed"] > 10
-    assert 0.6 * sent < stats["frames_ok"] < sent and stats["bytes_discarded"] > 0
+    # damaged chunk (more than the frames that arrived intact after a delimiter).
+    assert all(stats[key] > 3 for key in STATS if key not in ("seq_untracked",)), stats
+    assert clean < stats["frames_ok"] < sent
     for chunk in (1, 7, 4096):
         decoded = c_decode(ww_tool, data, chunk)
         assert decoded.stats == stats, chunk
         assert decoded.frames == frames, chunk
+
+
+def test_pairs_beyond_the_sequence_table_are_delivered_unchecked(build):
+    tool = compile_c(build / "ww_tool_1slot", C_DIR / "wearable_wire.c",
+                     C_DIR / "tools" / "ww_tool.c", flags=("-DWW_SEQ_SLOTS=1",))
+    stream = b""
+    for seq in (0, 1, 1, 3):  # a repeat and a gap on each channel
+        for channel in (Channel.PPG, Channel.ACCEL):
+            stream += encode_frame(Frame(1, seq, seq * 250_000, channel, 32.0,
+                                         np.zeros((8, 1), dtype="<i4")))
+    decoded = c_decode(tool, stream)
+    # PPG (the first pair) takes the one slot: its repeat is dropped, its gap counted.
+    assert [(f[0], f[5]) for f in decoded.frames] == [(1, 0), (2, 0), (1, 1), (2, 1), (2, 1),
+                                                      (1, 3), (2, 3)]
+    assert {k: decoded.stats[k] for k in ("frames_ok", "duplicates", "seq_gaps", "frames_lost",
+                                          "seq_untracked")} == {
+        "frames_ok": 8, "duplicates": 1, "seq_gaps": 1, "frames_lost": 1, "seq_untracked": 4}
 
 
 # ---- sanitizers ------------------------------------------------------------------------
@@ -331,7 +374,7 @@ def test_under_address_and_undefined_behaviour_sanitizers(build):
     rng = np.random.default_rng(99)
     frames = [random_frame(rng) for _ in range(400)] + canonical_tail_frames(rng, 2)
     assert c_encode(tool, frames) == [encode_frame(f).hex() for f in frames]
-    data, _ = damaged_stream(np.random.default_rng(8))
+    data, _, _ = damaged_stream(np.random.default_rng(8))
     expected_frames, expected_stats = python_reference(data)
     decoded = c_decode(tool, data, 1)
     assert decoded.stderr == ""

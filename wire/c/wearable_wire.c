@@ -380,7 +380,55 @@ ww_decode_result ww_decode_frame(const uint8_t *encoded, size_t len, uint8_t *wo
 void ww_decoder_init(ww_decoder *decoder)
 {
     memset(&decoder->stats, 0, sizeof decoder->stats);
+    memset(decoder->seq, 0, sizeof decoder->seq);
     decoder->pending_len = 0;
+}
+
+/* Sequence accounting per (device, channel), as wire.Decoder._in_sequence: 1 = deliver the
+ * frame, 0 = a repeated or late frame (already past it). */
+static int ww_in_sequence(ww_decoder *d, const ww_header *h)
+{
+    ww_seq_slot *slot = NULL;
+    uint32_t last, delta;
+    size_t i;
+    for (i = 0; i < WW_SEQ_SLOTS; i++) {
+        ww_seq_slot *s = &d->seq[i];
+        if (s->channel == h->channel && s->device_id == h->device_id) {
+            slot = s;
+            break;
+        }
+        if (s->channel == 0 && slot == NULL) {
+            slot = s; /* the first free slot, used if the pair is not found */
+        }
+    }
+    if (slot == NULL) {
+        d->stats.seq_untracked++;
+        return 1;
+    }
+    if (slot->channel == 0) { /* first frame of this pair */
+        slot->channel = h->channel;
+        slot->device_id = h->device_id;
+        slot->last_seq = h->seq;
+        return 1;
+    }
+    last = slot->last_seq;
+    slot->last_seq = h->seq;
+    if ((h->flags & WW_FLAG_BOOT) != 0 || (h->seq == 0 && last != 0xFFFFFFFFu)) {
+        d->stats.device_resets++;
+        return 1;
+    }
+    delta = h->seq - last; /* modulo 2^32 */
+    if (delta == 1) {
+        return 1;
+    }
+    if (delta == 0 || delta > 0x80000000u) { /* a repeat, or older than the last one */
+        slot->last_seq = last;
+        d->stats.duplicates++;
+        return 0;
+    }
+    d->stats.seq_gaps++;
+    d->stats.frames_lost += delta - 1;
+    return 1;
 }
 
 /* A chunk between two delimiters: a frame, or damage. After damage an intact frame may still
@@ -418,7 +466,7 @@ int ww_decoder_push(ww_decoder *decoder, uint8_t byte, ww_frame *frame)
     decoder->stats.bytes_in++;
     if (byte == 0x00) {
         if (decoder->pending_len > 0) {
-            got = ww_decode_chunk(decoder, frame);
+            got = ww_decode_chunk(decoder, frame) && ww_in_sequence(decoder, &frame->header);
         }
         decoder->pending_len = 0;
         return got;

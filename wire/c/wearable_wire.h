@@ -9,7 +9,8 @@
  * - Decoder (host tools, or an MCU that receives frames): a streaming decoder fed byte by byte
  *   or in chunks of any size; it resynchronises at the next 0x00 after damage and, like the
  *   reference decoder (wire/protocol.py), recovers an intact frame that follows damage with
- *   no delimiter between them. Its state is one struct of fixed size (about 4.2 KB).
+ *   no delimiter between them; it drops duplicates and counts gaps and resets, as wire.Decoder
+ *   does. Its state is one struct of fixed size (about 4.4 KB).
  *
  * No malloc, no dependency beyond the C standard library (<stddef.h>, <stdint.h>,
  * <string.h>). Multi-byte fields are written byte by byte, so the code is correct on
@@ -114,20 +115,39 @@ typedef struct {
     size_t samples_len; /* bytes = n_samples x axes x ww_sample_size(sample_type) */
 } ww_frame;
 
-/* What the decoder saw; the same meaning as wire.DecoderStats (docs/protocol.md). Sequence
- * accounting (gaps, duplicates, resets) is left to the caller, who knows how many devices
- * and channels to track. */
+/* Sequence numbers are tracked per (device_id, channel) in a table of this many entries, 8
+ * bytes each; frames of further pairs are delivered without sequence accounting (counted in
+ * seq_untracked). Override with -DWW_SEQ_SLOTS=N. */
+#ifndef WW_SEQ_SLOTS
+#define WW_SEQ_SLOTS 16
+#endif
+
+/* What the decoder saw; the same counters, with the same meaning, as wire.DecoderStats
+ * (docs/protocol.md), plus seq_untracked. */
 typedef struct {
     uint64_t bytes_in;
-    uint32_t frames_ok;       /* passed COBS, CRC and header checks */
+    uint64_t frames_ok;       /* passed COBS, CRC and header checks */
     uint64_t bytes_discarded; /* bytes that did not end up in a valid frame */
-    uint32_t crc_errors;      /* CRC did not match: bit errors, truncation */
-    uint32_t malformed;       /* bad COBS, unknown version/channel/type, length, oversize */
+    uint64_t crc_errors;      /* CRC did not match: bit errors, truncation */
+    uint64_t malformed;       /* bad COBS, unknown version/channel/type, length, oversize */
+    uint64_t seq_gaps;        /* gap events */
+    uint64_t frames_lost;     /* frames missing according to sequence numbers */
+    uint64_t duplicates;      /* frames repeated or late (not delivered) */
+    uint64_t device_resets;   /* sequence restarted: BOOT flag, or seq back to 0 */
+    uint64_t seq_untracked;   /* frames of pairs beyond WW_SEQ_SLOTS (delivered, not checked) */
 } ww_decoder_stats;
+
+typedef struct {
+    uint32_t last_seq;
+    uint16_t device_id;
+    uint8_t channel; /* 0: slot unused */
+    uint8_t reserved;
+} ww_seq_slot;
 
 typedef struct {
     ww_decoder_stats stats;
     size_t pending_len;              /* bytes since the last delimiter */
+    ww_seq_slot seq[WW_SEQ_SLOTS];   /* last seq per (device, channel) */
     uint8_t pending[WW_MAX_ENCODED]; /* the chunk being received (COBS form) */
     uint8_t raw[WW_MAX_ENCODED];     /* a chunk after COBS decoding */
 } ww_decoder;
@@ -135,8 +155,9 @@ typedef struct {
 /* Start (or restart) a decoder. No other set-up, nothing to free. */
 void ww_decoder_init(ww_decoder *decoder);
 
-/* Feed one byte. Returns 1 and fills *frame when this byte (a 0x00) completed a valid frame,
- * else 0. Never fails on bad input: damage is counted in decoder->stats. */
+/* Feed one byte. Returns 1 and fills *frame when this byte (a 0x00) completed a valid frame
+ * that is not a duplicate, else 0. Never fails on bad input: damage, gaps, duplicates and
+ * resets are counted in decoder->stats, as wire.Decoder does. */
 int ww_decoder_push(ww_decoder *decoder, uint8_t byte, ww_frame *frame);
 
 /* Feed a chunk of any size; calls on_frame(context, frame) for each valid frame in order.

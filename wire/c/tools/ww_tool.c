@@ -5,9 +5,10 @@
  *   ww_tool decode [CHUNK] < capture.bin
  *       Decode a byte stream (e.g. a board's serial output captured to a file), reading it in
  *       CHUNK-byte pieces (default 4096; any size gives the same result). One line per valid
- *       frame, then one `stats` line:
+ *       frame (duplicates dropped), then one `stats` line (wire.DecoderStats' counters):
  *         frame CH FLAGS TYPE AXES DEVICE SEQ TIMESTAMP_US RATE_BITS SCALE_BITS N SAMPLES_HEX
- *         stats BYTES_IN FRAMES_OK BYTES_DISCARDED CRC_ERRORS MALFORMED
+ *         stats BYTES_IN FRAMES_OK BYTES_DISCARDED CRC_ERRORS MALFORMED SEQ_GAPS FRAMES_LOST
+ *               DUPLICATES DEVICE_RESETS SEQ_UNTRACKED
  *       (RATE_BITS / SCALE_BITS: the float32 bit patterns in hex; SAMPLES_HEX: the samples
  *       block as on the wire, little-endian, "-" when empty.)
  *
@@ -66,10 +67,15 @@ static int decode(size_t chunk)
     while ((n = fread(buffer, 1, chunk, stdin)) > 0) {
         ww_decoder_feed(&decoder, buffer, n, print_frame, NULL);
     }
-    printf("stats %llu %lu %llu %lu %lu\n", (unsigned long long)decoder.stats.bytes_in,
-           (unsigned long)decoder.stats.frames_ok,
+    printf("stats %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+           (unsigned long long)decoder.stats.bytes_in, (unsigned long long)decoder.stats.frames_ok,
            (unsigned long long)decoder.stats.bytes_discarded,
-           (unsigned long)decoder.stats.crc_errors, (unsigned long)decoder.stats.malformed);
+           (unsigned long long)decoder.stats.crc_errors,
+           (unsigned long long)decoder.stats.malformed, (unsigned long long)decoder.stats.seq_gaps,
+           (unsigned long long)decoder.stats.frames_lost,
+           (unsigned long long)decoder.stats.duplicates,
+           (unsigned long long)decoder.stats.device_resets,
+           (unsigned long long)decoder.stats.seq_untracked);
     return 0;
 }
 
