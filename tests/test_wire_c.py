@@ -257,11 +257,12 @@ def test_encoder_refuses_what_the_protocol_forbids(ww_tool, build):
     cases = [" ".join(line) + "\n", spec_line(too_big) + "\n",
              variant(1, "8"),   # flag bit 3: reserved, must be 0
              variant(0, "0"),   # channel 0
+             variant(0, "6"),   # no such channel in v1: a receiver would drop the frame
              variant(2, "4")]   # sample type 4
     run = subprocess.run([str(ww_tool), "encode"], input="".join(cases), capture_output=True,
                          text=True, check=True)
     assert run.stdout.splitlines() == [encode_frame(ok).hex(), "error -2", "error -1",
-                                       "error -1", "error -1"]
+                                       "error -1", "error -1", "error -1"]
     # Output buffers: exactly the frame's length suffices, one byte less is refused and
     # nothing is written past the buffer (wire/c/tools/check_buffers.c).
     checker = compile_c(build / "check_buffers", C_DIR / "wearable_wire.c",

@@ -208,7 +208,9 @@ static uint32_t ww_float_bits(float f)
 
 static int ww_header_ok(const ww_header *h)
 {
-    return h->channel != 0 && (h->flags & ~WW_FLAGS_KNOWN) == 0 &&
+    /* Only the channels a v1 receiver knows: it drops any other as malformed. */
+    return h->channel >= WW_CH_PPG && h->channel <= WW_CH_BP_CUFF &&
+           (h->flags & ~WW_FLAGS_KNOWN) == 0 &&
            ww_sample_size(h->sample_type) != 0 && h->axes != 0;
 }
 

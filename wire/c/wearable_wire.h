@@ -68,7 +68,7 @@ enum { WW_INT16 = 1, WW_INT32 = 2, WW_FLOAT32 = 3 };
 
 typedef enum {
     WW_OK = 0,
-    WW_ERR_ARGUMENT = -1,   /* a NULL pointer, unknown channel/type/flag bits, axes = 0 */
+    WW_ERR_ARGUMENT = -1,   /* a NULL pointer, a channel or type v1 lacks, flag bits, axes 0 */
     WW_ERR_TOO_LARGE = -2,  /* n_samples x axes x size > WW_MAX_PAYLOAD: split the block */
     WW_ERR_BUFFER = -3      /* the output buffer is smaller than the frame */
 } ww_status;
