@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import struct
 import subprocess
@@ -34,9 +35,10 @@ DTYPES = {SampleType.INT16: np.dtype("<i2"), SampleType.INT32: np.dtype("<i4"),
           SampleType.FLOAT32: np.dtype("<f4")}
 
 
-def _compiler() -> str:
-    cc = os.environ.get("CC") or shutil.which("cc")
-    if cc is None:
+def _compiler() -> list[str]:
+    """$CC (e.g. "ccache gcc") or cc."""
+    cc = shlex.split(os.environ.get("CC", "")) or ([found] if (found := shutil.which("cc")) else [])
+    if not cc:
         pytest.skip("no C compiler (cc) on PATH: install gcc or clang to test wire/c")
     return cc
 
@@ -44,7 +46,7 @@ def _compiler() -> str:
 def compile_c(out: Path, *sources: Path, flags: tuple[str, ...] = (), libs: tuple[str, ...] = (),
               ) -> Path:
     """Compile and link `sources` into the executable `out`; the compiler's output on failure."""
-    cmd = [_compiler(), *CFLAGS, *flags, f"-I{C_DIR}", *map(str, sources), "-o", str(out), *libs]
+    cmd = [*_compiler(), *CFLAGS, *flags, f"-I{C_DIR}", *map(str, sources), "-o", str(out), *libs]
     built = subprocess.run(cmd, capture_output=True, text=True)
     assert built.returncode == 0, f"{' '.join(cmd)}\n{built.stderr}"
     return out
@@ -367,7 +369,7 @@ def test_pairs_beyond_the_sequence_table_are_delivered_unchecked(build):
 def test_under_address_and_undefined_behaviour_sanitizers(build):
     probe = build / "probe.c"
     probe.write_text("int main(void) { return 0; }\n")
-    cmd = [_compiler(), *SANITIZE, str(probe), "-o", str(build / "probe")]
+    cmd = [*_compiler(), *SANITIZE, str(probe), "-o", str(build / "probe")]
     if subprocess.run(cmd, capture_output=True).returncode != 0:
         pytest.skip("the C compiler cannot build with -fsanitize=address,undefined")
     tool = compile_c(build / "ww_tool_asan", C_DIR / "wearable_wire.c",
