@@ -179,6 +179,24 @@ def test_vectors_decode_to_their_fields_and_invalid_ones_are_rejected_by_class(w
             vector["name"])
 
 
+def test_show_prints_frames_for_people_and_usage_errors_exit_2(ww_tool):
+    data = b"".join(bytes.fromhex(v["wire_hex"]) for v in VECTORS["valid"][:3])
+    shown = subprocess.run([str(ww_tool), "show"], input=data, capture_output=True, check=True)
+    assert shown.stdout.decode().splitlines() == [
+        "PPG     device=1 seq=0 t=0.000000 s rate=64 Hz scale=1 samples=4x1 flags=BOOT "
+        "values=100000,100250,-5,0",
+        "ACCEL   device=513 seq=41 t=1.250000 s rate=32 Hz scale=0.000244141 samples=2x3 "
+        "flags=- values=0,0,1,-0.00292969,0.0732422,0.998535",
+        "ECG     device=2 seq=7 t=2.000000 s rate=250 Hz scale=1 samples=3x1 flags=LEAD_OFF "
+        "values=0,0.5,-0.25",
+        f"bytes_in={len(data)} frames_ok=3 bytes_discarded=0 crc_errors=0 malformed=0 "
+        "seq_gaps=0 frames_lost=0 duplicates=0 device_resets=0"]
+    for args in (["bogus"], ["decode", "0"], []):
+        refused = subprocess.run([str(ww_tool), *args], capture_output=True, text=True)
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert len(refused.stderr.splitlines()) == 1, refused.stderr
+
+
 # ---- a random sweep: C frames byte-equal to Python's ------------------------------------
 
 RATES = (0.0033333333333333335, 1 / 60, 25.0, 32.0, 50.0, 64.0, 100.0, 125.0, 250.0, 500.0)

@@ -12,6 +12,11 @@
  *       (RATE_BITS / SCALE_BITS: the float32 bit patterns in hex; SAMPLES_HEX: the samples
  *       block as on the wire, little-endian, "-" when empty.)
  *
+ *   ww_tool show [CHUNK] < capture.bin
+ *       The same decoding for people: one line per frame with the channel's name, device,
+ *       seq, device time in seconds, rate, scale, flags and the first values in physical
+ *       units (raw x scale), then the decoder's counters by name.
+ *
  *   ww_tool encode < frames.txt
  *       One frame per input line, fields separated by spaces:
  *         CH FLAGS TYPE AXES DEVICE SEQ TIMESTAMP_US RATE_BITS SCALE_BITS N V1 V2 ...
@@ -58,14 +63,59 @@ static void print_frame(void *context, const ww_frame *frame)
     putchar('\n');
 }
 
-static int decode(size_t chunk)
+static void show_frame(void *context, const ww_frame *frame)
+{
+    static const char *const names[] = {"?", "PPG", "ACCEL", "ECG", "CGM", "BP_CUFF"};
+    const ww_header *h = &frame->header;
+    size_t i, count = (size_t)h->n_samples * h->axes;
+    (void)context;
+    char flags[32] = "";
+    if (h->flags == 0) {
+        strcat(flags, "-");
+    }
+    if (h->flags & WW_FLAG_BOOT) {
+        strcat(flags, "BOOT,");
+    }
+    if (h->flags & WW_FLAG_LEAD_OFF) {
+        strcat(flags, "LEAD_OFF,");
+    }
+    if (h->flags & WW_FLAG_SATURATED) {
+        strcat(flags, "SATURATED,");
+    }
+    if (flags[strlen(flags) - 1] == ',') {
+        flags[strlen(flags) - 1] = '\0';
+    }
+    printf("%-7s device=%u seq=%lu t=%llu.%06llu s rate=%g Hz scale=%g samples=%ux%u flags=%s",
+           names[h->channel <= WW_CH_BP_CUFF ? h->channel : 0], (unsigned)h->device_id,
+           (unsigned long)h->seq, (unsigned long long)(h->timestamp_us / 1000000u),
+           (unsigned long long)(h->timestamp_us % 1000000u), (double)h->sample_rate_hz,
+           (double)h->scale, (unsigned)h->n_samples, (unsigned)h->axes, flags);
+    printf(" values=");
+    for (i = 0; i < count && i < 6; i++) {
+        printf("%s%g", i ? "," : "", (double)ww_sample_float(frame, i) * (double)h->scale);
+    }
+    printf("%s\n", count > 6 ? ",..." : "");
+}
+
+static int decode(size_t chunk, int show)
 {
     static ww_decoder decoder; /* 4 KB: static, not on the stack */
     static uint8_t buffer[65536];
     size_t n;
     ww_decoder_init(&decoder);
     while ((n = fread(buffer, 1, chunk, stdin)) > 0) {
-        ww_decoder_feed(&decoder, buffer, n, print_frame, NULL);
+        ww_decoder_feed(&decoder, buffer, n, show ? show_frame : print_frame, NULL);
+    }
+    if (show) {
+        ww_decoder_stats *st = &decoder.stats;
+        printf("bytes_in=%llu frames_ok=%llu bytes_discarded=%llu crc_errors=%llu malformed=%llu "
+               "seq_gaps=%llu frames_lost=%llu duplicates=%llu device_resets=%llu\n",
+               (unsigned long long)st->bytes_in, (unsigned long long)st->frames_ok,
+               (unsigned long long)st->bytes_discarded, (unsigned long long)st->crc_errors,
+               (unsigned long long)st->malformed, (unsigned long long)st->seq_gaps,
+               (unsigned long long)st->frames_lost, (unsigned long long)st->duplicates,
+               (unsigned long long)st->device_resets);
+        return 0;
     }
     printf("stats %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
            (unsigned long long)decoder.stats.bytes_in, (unsigned long long)decoder.stats.frames_ok,
@@ -186,17 +236,18 @@ static int encode(void)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "decode") == 0 && argc <= 3) {
+    int show = argc >= 2 && strcmp(argv[1], "show") == 0;
+    if (argc >= 2 && (show || strcmp(argv[1], "decode") == 0) && argc <= 3) {
         long chunk = argc == 3 ? strtol(argv[2], NULL, 10) : 4096;
         if (chunk < 1 || chunk > 65536) {
             fprintf(stderr, "ww_tool: error: CHUNK must be 1-65536 bytes, got %s\n", argv[2]);
             return 2;
         }
-        return decode((size_t)chunk);
+        return decode((size_t)chunk, show);
     }
     if (argc == 2 && strcmp(argv[1], "encode") == 0) {
         return encode();
     }
-    fprintf(stderr, "usage: ww_tool decode [CHUNK] < capture.bin | ww_tool encode < frames.txt\n");
+    fprintf(stderr, "usage: ww_tool decode|show [CHUNK] < capture.bin | ww_tool encode < frames.txt\n");
     return 2;
 }
