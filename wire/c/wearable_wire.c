@@ -111,9 +111,16 @@ size_t ww_sample_size(uint8_t sample_type)
     }
 }
 
+/* In 32 bits: where size_t has 16 (AVR), 65535 x 3 x 4 would wrap to a small, "valid" size. */
+static uint32_t ww_payload_bytes(const ww_header *header)
+{
+    return (uint32_t)header->n_samples * header->axes *
+           (uint32_t)ww_sample_size(header->sample_type);
+}
+
 size_t ww_payload_size(const ww_header *header)
 {
-    return (size_t)header->n_samples * header->axes * ww_sample_size(header->sample_type);
+    return (size_t)ww_payload_bytes(header);
 }
 
 /* COBS while serialising: bytes go straight to their encoded place, the CRC follows them. */
@@ -218,15 +225,14 @@ ww_status ww_encode(const ww_header *header, const void *samples, uint8_t *out, 
                     size_t *out_len)
 {
     ww_writer w;
-    size_t i, count, payload;
+    size_t i, count;
     uint32_t crc;
 
     if (header == NULL || out == NULL || out_len == NULL || !ww_header_ok(header) ||
         (samples == NULL && header->n_samples != 0)) {
         return WW_ERR_ARGUMENT;
     }
-    payload = ww_payload_size(header);
-    if (payload > WW_MAX_PAYLOAD) {
+    if (ww_payload_bytes(header) > WW_MAX_PAYLOAD) {
         return WW_ERR_TOO_LARGE;
     }
     if (out_cap < 1) {
@@ -366,8 +372,7 @@ ww_decode_result ww_decode_frame(const uint8_t *encoded, size_t len, uint8_t *wo
     if (h->channel < WW_CH_PPG || h->channel > WW_CH_BP_CUFF || value_size == 0) {
         return WW_DECODE_MALFORMED;
     }
-    if (h->axes == 0 ||
-        body_len - WW_HEADER_SIZE != (size_t)h->n_samples * h->axes * value_size) {
+    if (h->axes == 0 || (uint32_t)(body_len - WW_HEADER_SIZE) != ww_payload_bytes(h)) {
         return WW_DECODE_MALFORMED;
     }
     /* rate > 0 and finite, on the bits: sign clear, not +0, exponent not all ones. */
