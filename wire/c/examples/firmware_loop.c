@@ -1,7 +1,8 @@
 /*
  * firmware_loop.c: PPG + accelerometer samples -> wire-protocol v1 frames on a serial port.
  * C99, no malloc; about 0.5 KB of RAM (two sample blocks, one 185-byte frame buffer) plus
- * the CRC table (1 KB of flash; -DWW_CRC32_METHOD=1 or 0 for 64 B or none). See firmware_loop.h for what the board provides and docs/firmware.md.
+ * the CRC table (1 KB of flash; -DWW_CRC32_METHOD=1 or 0 for 64 B or none). See
+ * firmware_loop.h for what the board provides, and docs/firmware.md.
  *
  * A main loop on the board looks like:
  *

@@ -248,6 +248,7 @@ int main(int argc, char **argv)
     if (argc == 2 && strcmp(argv[1], "encode") == 0) {
         return encode();
     }
-    fprintf(stderr, "usage: ww_tool decode|show [CHUNK] < capture.bin | ww_tool encode < frames.txt\n");
+    fprintf(stderr,
+            "usage: ww_tool decode|show [CHUNK] < capture.bin | ww_tool encode < frames.txt\n");
     return 2;
 }
