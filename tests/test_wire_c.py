@@ -382,6 +382,23 @@ def test_pairs_beyond_the_sequence_table_are_delivered_unchecked(build):
         "frames_ok": 8, "duplicates": 1, "seq_gaps": 1, "frames_lost": 1, "seq_untracked": 4}
 
 
+def test_decoder_matches_python_on_a_simulated_wearable_with_line_faults(ww_tool, tmp_path):
+    """The simulator's own stream, with the faults it injects on the line (corrupt bytes,
+    dropped frames, a reboot, a detached sensor), decodes in C as in wire.Decoder."""
+    recording = tmp_path / "sim.bin"
+    subprocess.run([sys.executable, "-m", "device_sim", "run", "--scenario", "tachycardia",
+                    "--seed", "1", "--speed", "0", "--out", str(recording),
+                    "--fault", "corrupt@10", "--fault", "drop@20", "--fault", "reboot@30",
+                    "--fault", "detach@40"], check=True, cwd=ROOT, capture_output=True)
+    data = recording.read_bytes()
+    frames, stats = python_reference(data)
+    assert stats["crc_errors"] + stats["malformed"] > 0 and stats["frames_lost"] > 0
+    assert stats["device_resets"] == 2  # PPG and accelerometer restart
+    assert any(f[1] & Flag.LEAD_OFF for f in frames)
+    decoded = c_decode(ww_tool, data, 4096)
+    assert (decoded.frames, decoded.stats) == (frames, stats)
+
+
 # ---- sanitizers ------------------------------------------------------------------------
 
 def test_under_address_and_undefined_behaviour_sanitizers(build):
