@@ -39,8 +39,9 @@ void board_serial_write(const uint8_t *data, size_t len);
 /* Once after power-up: the next frames carry BOOT and seq 0. */
 void wearable_init(uint16_t device_id);
 
-/* From the main loop, often (at least every few ms): reads what the sensors have, sends every
- * full block as one frame. Returns the number of frames sent by this call. */
+/* From the main loop, every 100 ms or more often (the MAX30102 FIFO holds 0.32 s at 100 Hz):
+ * reads what the sensors have, sends every full block as one frame. Returns the number of
+ * frames sent by this call. */
 int wearable_poll(void);
 
 #endif /* FIRMWARE_LOOP_H */
