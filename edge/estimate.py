@@ -73,9 +73,11 @@ class ChannelTrack:
     """
 
     def __init__(self, label: str, channel: Channel, model_rate: float,
-                 band_hz: tuple[float, float], order: int) -> None:
+                 band_hz: tuple[float, float], order: int,
+                 min_sensor_rate: float | None = None) -> None:
         self.label, self.channel = label, channel
         self.model_rate, self.band_hz, self.order = model_rate, band_hz, order
+        self.min_sensor_rate = min_sensor_rate  # the manifest's min_sensor_rate_hz
         self.sensor_rate = 0.0
         self.reset()
 
@@ -107,7 +109,8 @@ class ChannelTrack:
             self.reset()
             self.sensor_rate = rate
             try:
-                self.conditioner = Conditioner(rate, self.model_rate, self.band_hz, self.order)
+                self.conditioner = Conditioner(rate, self.model_rate, self.band_hz, self.order,
+                                               self.min_sensor_rate)
             except ValueError as err:
                 self.reset()
                 raise StreamError(
@@ -181,7 +184,8 @@ class ModelRunner:
         self.channels = [Channel[c] for c in m.channels]
         self.primary = self.channels[0]
         self.tracks = {c: ChannelTrack(self.label, c, m.sample_rate_hz, tuple(m.bandpass_hz),
-                                       m.filter_order) for c in self.channels}
+                                       m.filter_order, m.min_sensor_rate_hz)
+                       for c in self.channels}
         self.next_end = self.size
 
     def add(self, frame: Frame) -> list[Estimate]:
