@@ -59,7 +59,12 @@ def test_csv_replays_every_column(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("text", "needle"), [
-    ("time_s,ppg\n0,1\n0.02,2\n0.01,3\n", ":4: column 'time_s' goes from 0.02 to 0.01"),
+    ("time_s,ppg\n" + "".join(f"{0.3 if i == 20 else i / 50},{i}\n" for i in range(50)),
+     ":22: column 'time_s' goes back from 0.38 to 0.3, more than one sampling interval"),
+    ("time_s,ppg\n" + "".join(f"{i / 10},{i}\n" for i in range(50)),
+     ":3: time_s steps by 0.1 s, 10 Hz: outside 16-10000 Hz"),
+    ("time_s,ppg\n" + "".join(f"{i / 50},7\n" for i in range(50)),
+     ":2: column 'ppg' is 7 on every row"),
     ("time_s,ppg,acc_x,acc_y\n0,1,0,0\n0.1,2,0,0\n", ":1: missing column 'acc_z'"),
     ("time,ppg\n0,1\n", ":1: no 'time_s' column"),
     ("time_s,ppg,spo2\n0,1,2\n", ":1: unknown column 'spo2'"),
