@@ -358,3 +358,37 @@ def test_a_wire_recording_no_model_can_use_is_one_line(tmp_path, capsys) -> None
     assert err.startswith(f"wearable-edge: error: {path}: ")
     assert "at 12 Hz cannot feed model" in err and "record at 16 Hz or faster" in err
     assert not out.exists() and list(tmp_path.iterdir()) == [path]  # nothing partial
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword")  # wfdb 4.3 on pandas 3
+def test_a_mixed_rate_wfdb_record_replays_each_signal_at_its_own_rate(tmp_path, capsys):
+    """A multi-frequency PhysioNet record (frames at 62.45 Hz: ECG 4 samples per frame,
+    249.8 Hz; PPG 2, 124.9 Hz) used to be averaged down to 62.45 Hz, too slow for the 64 Hz
+    BP model. Each signal now keeps its rate: heart rate and blood pressure both run."""
+    wfdb = pytest.importorskip("wfdb")
+    rec = simulate(get_scenario("tachycardia").with_duration(60), 1, ppg_rate=124.9,
+                   ecg_rate=249.8, channels=("ppg", "ecg"))
+    frames_n = min(len(rec.ppg) // 2, len(rec.ecg) // 4)
+    pleth = rec.ppg[: 2 * frames_n] / 1e5  # a physical unit ("NU"), as monitors export it
+    wfdb.wrsamp("mixed", fs=62.45, units=["mV", "NU"], sig_name=["II", "PLETH"],
+                e_p_signal=[rec.ecg[: 4 * frames_n], pleth], samps_per_frame=[4, 2],
+                fmt=["16", "16"], write_dir=str(tmp_path))
+    assert "16x4" in (tmp_path / "mixed.hea").read_text()  # really a multi-frequency record
+
+    sig = recordings.load_wfdb(tmp_path / "mixed")
+    assert (sig.ppg_rate, sig.ecg_rate) == (pytest.approx(124.9), pytest.approx(249.8))
+    assert (len(sig.ppg), len(sig.ecg)) == (2 * frames_n, 4 * frames_n)
+    np.testing.assert_allclose(sig.ecg, rec.ecg[: 4 * frames_n], atol=2e-3)
+
+    out = tmp_path / "events.jsonl"
+    code, err = replay(capsys, tmp_path / "mixed.hea", out)
+    assert code == 0, err
+    assert "cannot feed" not in err and "(wfdb)" in err
+    vitals = [m["payload"] for m in messages(out) if m["topic"].endswith("/vitals")]
+    assert {v["vital"] for v in vitals} == {"heart_rate", "systolic_bp", "diastolic_bp"}
+    hr = [v for v in vitals if v["vital"] == "heart_rate"]
+    truth = [np.mean(rec.truth.hr_bpm[int(v["device_time_s"]) - 8:int(v["device_time_s"])])
+             for v in hr]
+    assert np.median(np.abs(np.array([v["value"] for v in hr]) - truth)) < 5
+    bp = [v for v in vitals if v["vital"] == "systolic_bp"]
+    assert len(bp) >= (60 - 16) // 4 - 1  # 16 s windows every 4 s

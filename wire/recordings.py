@@ -370,7 +370,9 @@ def _checked_rows(path: Path, reader: Iterator[list[str]], header: list[str]) ->
 
 def load_wfdb(path: str | os.PathLike) -> Signals:
     """A PhysioNet WFDB record (`name.hea` + its signal files): the first ECG lead (in mV)
-    and a PPG ('PLETH', 'PPG', 'BVP') are replayed; other signals are skipped."""
+    and a PPG ('PLETH', 'PPG', 'BVP') are replayed, each at its own rate (a multi-frequency
+    record, e.g. PPG at 124.9 Hz and ECG at 249.8 Hz, is not averaged down to its frame
+    rate); other signals are skipped."""
     try:
         import wfdb
     except ImportError:
@@ -381,30 +383,40 @@ def load_wfdb(path: str | os.PathLike) -> Signals:
     if base.endswith((".hea", ".dat")):
         base = base[:-4]
     try:
-        record = wfdb.rdrecord(base)
+        # smooth_frames=False: every signal at its own rate (samples per frame x frame rate)
+        record = wfdb.rdrecord(base, smooth_frames=False)
     except (OSError, ValueError) as err:
         raise RecordingError(f"cannot read WFDB record {base!r} ({err}); give the record's "
                              "path without extension, next to its .hea and .dat files") \
             from None
     names = [n.strip().lower() for n in record.sig_name]
-    signals = record.p_signal
-    columns: dict[str, np.ndarray] = {}
+    per_frame = record.samps_per_frame or [1] * len(names)
+    columns: dict[str, tuple[np.ndarray, float, str]] = {}  # signal, rate, its name
     for i, name in enumerate(names):
         unit = (record.units[i] or "").lower()
+        values = np.asarray(record.e_p_signal[i], dtype=np.float64)
+        rate = float(record.fs) * per_frame[i]
         if "ecg" not in columns and (name in ECG_NAMES or unit == "mv"):
             scale = {"mv": 1.0, "uv": 1e-3, "v": 1e3}.get(unit, 1.0)
-            columns["ecg"] = signals[:, i] * scale
+            columns["ecg"] = (values * scale, rate, record.sig_name[i])
         elif "ppg" not in columns and name in PPG_NAMES:
-            columns["ppg"] = signals[:, i]
+            columns["ppg"] = (values, rate, record.sig_name[i])
     if not columns:
         raise RecordingError(f"WFDB record {base!r} has no ECG or PPG signal (signals: "
                              f"{', '.join(record.sig_name)}); name a signal e.g. 'II' or "
                              "'PLETH'")
-    rate = float(record.fs)
-    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
-        raise RecordingError(f"WFDB record {base!r}: rate {rate:g} Hz is outside "
-                             f"{MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz")
-    return _signals(record.sig_len / rate, rate, columns, {})
+    for _, rate, name in columns.values():
+        if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+            raise RecordingError(f"WFDB record {base!r}: signal {name} at {rate:g} Hz is "
+                                 f"outside {MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz, the rates the "
+                                 "models can use; use a record sampled at 16 Hz or faster")
+    ppg, ppg_rate, _ = columns.get("ppg", (np.zeros(0), 0.0, ""))
+    ecg, ecg_rate, _ = columns.get("ecg", (None, 0.0, ""))
+    channels = tuple(c for c in ("ppg", "ecg") if c in columns)
+    duration = max(len(x) / rate for x, rate, _ in columns.values())
+    rate = ppg_rate or ecg_rate  # an absent channel's rate: any valid one
+    return Signals(ppg, ppg_rate or rate, np.zeros((0, 3)), rate, ecg, ecg_rate or rate,
+                   None, None, channels, duration, ppg_scale=_ppg_scale(ppg))
 
 
 def recording_kind(path: str | os.PathLike) -> str:
