@@ -252,31 +252,56 @@ def jittered_times(n: int, rate: float, rng: np.random.Generator) -> np.ndarray:
     return np.round(t, 3)
 
 
-def test_irregular_times_are_resampled_onto_a_uniform_grid(tmp_path) -> None:
-    """Spread repeated stamps, interpolate onto a uniform grid: the samples land where the
-    signal was; the reader says what it did."""
-    rate, f = 50.0, 1.3
-    rng = np.random.default_rng(5)
-    stamps = jittered_times(3000, rate, rng)
-    true_t = np.arange(3000) / rate
-    ppg = 1e5 + 1e3 * np.sin(2 * np.pi * f * true_t)
-    text = "time_s,ppg\n" + "".join(f"{100 + s:.3f},{p:.1f}\n"
-                                    for s, p in zip(stamps, ppg, strict=True))
-    path = tmp_path / "jitter.csv"
-    path.write_text(text)
-    sig = recordings.load_csv(path)
-    assert sig.ppg_rate == 50.0
-    grid = stamps[0] + np.arange(len(sig.ppg)) / sig.ppg_rate  # from the first row's time
-    assert len(sig.ppg) == pytest.approx(3000, abs=2)
-    # A stamp off by up to 30 % of 20 ms (+0.5 ms rounding) moves a value by at most the
-    # sine's slope times that, plus linear interpolation's error (3 a.u. at 20 ms).
-    expected = 1e5 + 1e3 * np.sin(2 * np.pi * f * grid)
-    assert np.abs(sig.ppg - expected).max() < 1e3 * 2 * np.pi * f * (0.3 / rate + 5e-4) + 5
+def sine_csv(path: Path, stamps: np.ndarray, true_t: np.ndarray, f: float) -> np.ndarray:
+    ppg = np.round(1e5 + 1e3 * np.sin(2 * np.pi * f * true_t), 1)
+    path.write_text("time_s,ppg\n" + "".join(f"{100 + s:.3f},{p:.1f}\n"
+                                             for s, p in zip(stamps, ppg, strict=True)))
+    return ppg
+
+
+def test_a_loggers_noisy_stamps_over_regular_samples_keep_the_samples(tmp_path) -> None:
+    """Stamps jittered, batched and repeated, but within an interval of a straight line: the
+    sensor sampled regularly and the logger stamped late. The rows are kept, sample for
+    sample, at the line's rate; the note says what was seen and done."""
+    rate = 50.0
+    stamps = jittered_times(3000, rate, np.random.default_rng(5))
+    ppg = sine_csv(tmp_path / "jitter.csv", stamps, np.arange(3000) / rate, 1.3)
+    sig = recordings.load_csv(tmp_path / "jitter.csv")
+    np.testing.assert_array_equal(sig.ppg, ppg)
+    assert sig.ppg_rate == pytest.approx(rate, rel=1e-4)
     repeated = len(stamps) - len(np.unique(stamps))
     assert repeated >= 4
     (note,) = sig.notes
     assert note.startswith(f"time_s irregular ({repeated} repeated timestamps, intervals 0 to ")
-    assert note.endswith("resampled onto a uniform 50 Hz grid")
+    assert f"rows taken as regular samples at {sig.ppg_rate:g} Hz (the stamps stay within " in note
+
+
+def test_irregular_sampling_is_interpolated_onto_a_uniform_grid(tmp_path) -> None:
+    """Samples really taken at irregular times (intervals 10-30 ms, a repeated stamp, a
+    batch): spread the repeats, interpolate onto a uniform grid; the values are the signal's
+    at the grid times."""
+    rate, f = 50.0, 1.3
+    rng = np.random.default_rng(6)
+    true_t = np.cumsum(rng.uniform(0.5, 1.5, 3000)) / rate
+    true_t -= true_t[0]
+    stamps = true_t.copy()
+    stamps[100:104] = stamps[100]  # a batch under its first sample's stamp...
+    stamps[500] = stamps[499]  # ... and a repeated stamp: where the spread puts them is a guess
+    sine_csv(tmp_path / "irregular.csv", np.round(stamps, 3), true_t, f)
+    sig = recordings.load_csv(tmp_path / "irregular.csv")
+    rows_per_s = (len(true_t) - 1) / true_t[-1]  # 49.8: the grid is a round rate near it
+    assert sig.ppg_rate == float(f"{rows_per_s:.3g}")
+    grid = np.arange(len(sig.ppg)) / sig.ppg_rate
+    expected = 1e5 + 1e3 * np.sin(2 * np.pi * f * grid)
+    error = np.abs(sig.ppg - expected)
+    # Linear interpolation over intervals up to 30 ms (5 a.u. at most), stamps to the ms.
+    far = (grid > true_t[99]) & (grid < true_t[105]) | (grid > true_t[498]) & (grid < true_t[502])
+    assert error[~far].max() < 1e3 * 2 * np.pi * f * 5e-4 + 8
+    assert error[far].max() < 1e3 * 2 * np.pi * f * 1.5 / rate  # off by at most a sample
+    (note,) = sig.notes
+    assert note.startswith("time_s irregular (4 repeated timestamps, ")
+    assert note.endswith(f"resampled from {rows_per_s:.5g} rows/s onto a uniform "
+                         f"{sig.ppg_rate:g} Hz grid")
 
 
 def test_a_jittery_watch_csv_replays_like_a_regular_one(tmp_path, capsys) -> None:
@@ -300,7 +325,7 @@ def test_a_jittery_watch_csv_replays_like_a_regular_one(tmp_path, capsys) -> Non
         vitals = [m["payload"] for m in messages(out) if m["topic"].endswith("/vitals")]
         assert {v["quality"] for v in vitals} == {"good"}
         values[path.stem] = {v["device_time_s"]: v["value"] for v in vitals}
-    assert "resampled onto a uniform 25 Hz grid" in err
+    assert "rows taken as regular samples at " in err
     assert len(values["jittery"]) >= (60 - 8) // 2
     for t, value in values["jittery"].items():
         truth = rec.truth.hr_bpm[round(t) - 8 : round(t)].mean()

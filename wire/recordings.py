@@ -56,6 +56,9 @@ JITTER = 0.2  # intervals within this fraction of the median: a regular file, ke
 # Irregular files (repeated timestamps, jitter) are resampled onto a uniform grid; an interval
 # longer than this many sampling intervals is a gap, which the reader does not fill.
 MAX_INTERVAL_STEPS = 2.5
+# Stamps within this many sampling intervals of a straight line: regular samples under a
+# noisy logger clock (kept as they are); beyond it the samples themselves were irregular.
+REGULAR_WANDER_STEPS = 1.0
 CLIPPED_SHARE = 0.25  # this share of the PPG's rows at its extreme value: a clipped sensor
 ECG_NAMES = {"i", "ii", "iii", "avr", "avl", "avf", "v", "v1", "v2", "v3", "v4", "v5", "v6",
              "mlii", "ml2", "ecg", "ecg1", "ecg2", "ecg i", "ecg ii"}
@@ -210,7 +213,7 @@ def load_csv(path: str | os.PathLike) -> Signals:
         notes = (note,) if note else ()
     else:  # readings only (CGM, cuff): any spacing
         rate, step = 64.0, 1.0
-    t = t - t[0]
+    t = np.maximum.accumulate(t) - t[0]  # readings stay in order under a jittered clock
     sparse = {}
     for name in SPARSE:
         if name in header:
@@ -233,11 +236,12 @@ def _uniform(path: Path, t: np.ndarray, columns: dict[str, np.ndarray]
     """(rate, sampling interval, the dense columns on a uniform grid, a note saying what was
     done). A regular file (every interval within JITTER of the median) is kept as it is.
     Real loggers repeat timestamps (a coarse clock, samples stamped in batches) and jitter:
-    runs of one timestamp are spread evenly up to the next one, a step back by up to one
-    interval counts as jitter, and the samples are linearly interpolated onto a uniform grid
-    (a PPG's pulse lives below 4 Hz: a fraction of a sample of timing noise does not move it).
-    RecordingError for times going back by more than an interval, a gap, or a rate the
-    models cannot use."""
+    runs of one timestamp are spread evenly up to the next one, and a step back by up to one
+    interval counts as jitter. If the stamps then stay within REGULAR_WANDER_STEPS of a
+    straight line, the rows are a sensor's regular samples and are kept at that line's rate;
+    otherwise they are linearly interpolated onto a uniform grid (a PPG's pulse lives below
+    4 Hz: a fraction of a sample of timing error does not move it). RecordingError for times
+    going back by more than an interval, a gap, or a rate the models cannot use."""
     n = len(t)
     dt = np.diff(t)
     monotone = np.maximum.accumulate(t)
@@ -272,15 +276,28 @@ def _uniform(path: Path, t: np.ndarray, columns: dict[str, np.ndarray]
     rate = (n - 1) / (spread[-1] - spread[0])
     note = ""
     if not regular:
-        measured = rate
-        rate = float(f"{rate:.3g}")  # the grid is ours to choose: a round rate near the file's
-        grid = spread[0] + np.arange(int((spread[-1] - spread[0]) * rate + 1e-9) + 1) / rate
-        columns = {name: np.interp(grid, spread, col) for name, col in columns.items()}
         repeated = n - len(starts)
-        note = (f"time_s irregular ({repeated} repeated timestamp{'s' * (repeated != 1)}, "
-                f"intervals {dt.min() * 1e3:.3g} to {dt.max() * 1e3:.3g} ms, median "
-                f"{np.median(dt) * 1e3:.3g} ms, SD {dt.std() * 1e3:.3g} ms, {measured:.5g} "
-                f"rows/s): resampled onto a uniform {rate:g} Hz grid")
+        stats = (f"time_s irregular ({repeated} repeated timestamp{'s' * (repeated != 1)}, "
+                 f"intervals {dt.min() * 1e3:.3g} to {dt.max() * 1e3:.3g} ms, median "
+                 f"{np.median(dt) * 1e3:.3g} ms, SD {dt.std() * 1e3:.3g} ms)")
+        # A sensor samples on its own crystal; a logger stamps the rows when they reach it
+        # (late, in batches). Stamps that stay within a sampling interval of a straight line
+        # are that: the rows are regular samples, kept as they are at the line's rate.
+        # Otherwise the stamps are the sampling times: interpolate onto a uniform grid.
+        index = np.arange(n)
+        slope, offset = np.polyfit(index, spread, 1)
+        wander = float(np.abs(spread - (offset + slope * index)).max())
+        if wander <= REGULAR_WANDER_STEPS * slope:
+            rate = float(f"{1 / slope:.6g}")
+            note = (f"{stats}: rows taken as regular samples at {rate:g} Hz (the stamps stay "
+                    f"within {wander * 1e3:.3g} ms of a straight line)")
+        else:
+            measured = rate
+            rate = float(f"{rate:.3g}")  # the grid is ours: a round rate near the file's
+            grid = spread[0] + np.arange(int((spread[-1] - spread[0]) * rate + 1e-9) + 1) / rate
+            columns = {name: np.interp(grid, spread, col) for name, col in columns.items()}
+            note = (f"{stats}: stamps wander {wander * 1e3:.3g} ms from a regular clock; "
+                    f"resampled from {measured:.5g} rows/s onto a uniform {rate:g} Hz grid")
     if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
         raise RecordingError(f"{path}:3: time_s steps by {step:g} s, {rate:g} Hz: outside "
                              f"{MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz, the rates the models can "
