@@ -2,7 +2,8 @@
 + accelerometer, ECG-derived reference per 8-s window) replayed as CSV files at their own
 rate, decimated to a watch's 25 and 20 Hz (upsampled to the HR model's 32 Hz by the
 runtime), and at 25 Hz with a logger's jittered, batched timestamps (resampled onto a
-uniform grid by the CSV reader). Same windows, same model, every window scored.
+uniform grid by the CSV reader), beside the peer that trusts the jittered stamps and
+interpolates on them. Same windows, same model, every window scored.
 
     python -m bench.rates [--data ../shared/datasets/ieee_spc2015/Training_data]
 
@@ -72,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.rates: no DATA_*_TYPE0?.mat in {args.data}; give --data", file=sys.stderr)
         return 2
     model = load_model(ROOT / "models" / "hr.json")
-    variants = ("125 Hz", "25 Hz", "20 Hz", "25 Hz logger")
+    variants = ("125 Hz", "25 Hz", "20 Hz", "25 Hz logger", "25 Hz logger, on stamps")
     result: dict[str, dict] = {v: {} for v in variants}
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for f in files:
             sig = io.loadmat(f)["sig"]
@@ -82,15 +82,23 @@ def main(argv: list[str] | None = None) -> int:
             reference = io.loadmat(f.with_name(f.stem + "_BPMtrace.mat"))["BPM0"][:, 0]
             name = f.stem
             for variant in variants:
-                rate = {"125 Hz": 125, "25 Hz": 25, "20 Hz": 20, "25 Hz logger": 25}[variant]
+                rate = 125 if variant == "125 Hz" else 20 if variant == "20 Hz" else 25
                 up, down = rate, FS
                 p = signal.resample_poly(ppg, up, down) if rate != FS else ppg
                 a = signal.resample_poly(acc, up, down, axis=0) if rate != FS else acc
-                times = (logger_times(len(p), rate, rng) if "logger" in variant
-                         else np.arange(len(p)) / rate)
+                # One draw of logger stamps per recording, shared by both logger variants.
+                times = (logger_times(len(p), rate, np.random.default_rng(len(p)))
+                         if "logger" in variant else np.arange(len(p)) / rate)
                 path = Path(tmp) / f"{name}-{rate}.csv"
                 write_csv(path, times, p, a)
-                mae, n, notes = replay_mae(model, path, reference)
+                # The peer: never take the rows as regular, always interpolate on the stamps.
+                keep = recordings.REGULAR_WANDER_STEPS
+                if variant.endswith("on stamps"):
+                    recordings.REGULAR_WANDER_STEPS = -1.0
+                try:
+                    mae, n, notes = replay_mae(model, path, reference)
+                finally:
+                    recordings.REGULAR_WANDER_STEPS = keep
                 result[variant][name] = {"mae_bpm": round(mae, 2), "windows": n}
                 if notes:
                     result[variant][name]["note"] = notes
