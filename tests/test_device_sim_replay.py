@@ -161,3 +161,27 @@ def test_devices_need_a_pty(tmp_path) -> None:
                              "--out", str(tmp_path / "x.bin")], cwd=ROOT, env=ENV,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--devices N needs --pty" in result.stderr
+
+
+def test_an_irregular_csv_streams_and_says_how_it_was_read(tmp_path) -> None:
+    """Repeated, jittered stamps over regular samples: the same samples go out, and stderr
+    says what the reader saw and did."""
+    path = tmp_path / "logger.csv"
+    ppg = write_csv(path)
+    header, *rows = path.read_text().splitlines()
+    rng = np.random.default_rng(4)
+    stamps = 100 + np.arange(len(rows)) / 50.0 + rng.uniform(-0.006, 0.006, len(rows))
+    stamps[200:204] = stamps[200]  # a batch under one stamp
+    path.write_text("\n".join([header, *(f"{t:.3f}," + row.split(",", 1)[1]
+                                         for t, row in zip(stamps, rows, strict=True))]) + "\n")
+    out = tmp_path / "logger.bin"
+    result = subprocess.run([sys.executable, "-m", "device_sim", "replay", str(path), "--out",
+                             str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(f"wearable-sim: {path}: time_s irregular (3 repeated "
+                                    "timestamps, ") and result.stderr.count("\n") == 1
+    assert "rows taken as regular samples at " in result.stderr
+    got = Decoder().feed(out.read_bytes())
+    sent = np.concatenate([f.values[:, 0] for f in got if f.channel == Channel.PPG])
+    assert np.array_equal(sent, np.round(ppg))
