@@ -237,6 +237,23 @@ BP = json.loads((MODELS / "bp.json").read_text())
 BP_LABEL = f"{BP['name']}@{BP['version']}"
 
 
+def test_a_weak_coarse_pulse_is_not_called_clipped(tmp_path) -> None:
+    """A 12-bit PPG whose pulse spans 4 counts sits at its maximum on a third of the rows:
+    quantisation, not clipping. A file in reverse order is named as such."""
+    t = np.arange(500) / 50
+    weak = np.floor(2048 + 1.6 * np.sin(2 * np.pi * 1.2 * t))  # 2046-2049
+    path = tmp_path / "weak.csv"
+    path.write_text("time_s,ppg\n" + "".join(f"{a:g},{b:g}\n" for a, b in zip(t, weak,
+                                                                              strict=True)))
+    assert np.mean(weak == weak.max()) > 0.25
+    np.testing.assert_array_equal(recordings.load_csv(path).ppg, weak)
+    path.write_text("time_s,ppg\n" + "".join(f"{a:g},{b:g}\n" for a, b in zip(t[::-1], weak,
+                                                                              strict=True)))
+    with pytest.raises(recordings.RecordingError, match=r"weak\.csv:3: column 'time_s' goes "
+                                                        r"back from 9\.98 to 9\.96; sort the"):
+        recordings.load_csv(path)
+
+
 def test_the_reader_and_the_runtime_agree_on_the_slowest_rate() -> None:
     from edge.signal import MIN_SENSOR_RATE_HZ
 

@@ -60,6 +60,7 @@ MAX_INTERVAL_STEPS = 2.5
 # noisy logger clock (kept as they are); beyond it the samples themselves were irregular.
 REGULAR_WANDER_STEPS = 1.0
 CLIPPED_SHARE = 0.25  # this share of the PPG's rows at its extreme value: a clipped sensor
+CLIPPED_MIN_LEVELS = 16  # a PPG with fewer distinct values is coarse, not (known) clipped
 ECG_NAMES = {"i", "ii", "iii", "avr", "avl", "avf", "v", "v1", "v2", "v3", "v4", "v5", "v6",
              "mlii", "ml2", "ecg", "ecg1", "ecg2", "ecg i", "ecg ii"}
 PPG_NAMES = {"pleth", "ppg", "bvp", "pulse", "ppg1"}
@@ -249,8 +250,12 @@ def _uniform(path: Path, t: np.ndarray, columns: dict[str, np.ndarray]
     starts = np.flatnonzero(np.r_[True, np.diff(monotone) > 0])
     lengths = np.diff(np.r_[starts, n])
     if len(starts) < 2:
-        raise RecordingError(f"{path}:3: column 'time_s' is {t[0]:g} on every row; give each "
-                             "row the time its sample was taken")
+        if t.min() == t.max():
+            raise RecordingError(f"{path}:3: column 'time_s' is {t[0]:g} on every row; give "
+                                 "each row the time its sample was taken")
+        i = int(np.argmax(t < t[0]))
+        raise RecordingError(f"{path}:{i + 2}: column 'time_s' goes back from {t[0]:g} to "
+                             f"{t[i]:g}; sort the rows by time_s")
     gaps = np.diff(monotone[starts])
     gaps = np.r_[gaps, np.median(gaps / lengths[:-1]) * lengths[-1]]  # the last run: typical
     within = np.arange(n) - np.repeat(starts, lengths)
@@ -313,6 +318,8 @@ def _check_ppg(path: Path, ppg: np.ndarray) -> None:
         raise RecordingError(f"{path}:2: column 'ppg' is {ppg[0]:g} on every row: the sensor "
                              "saw no pulse; check its contact with the skin, or drop the "
                              "column")
+    if len(np.unique(ppg[:100_000])) < CLIPPED_MIN_LEVELS:
+        return  # too few levels to tell clipping from coarse quantisation of a weak pulse
     for name, value in (("maximum", ppg.max()), ("minimum", ppg.min())):
         at = ppg == value
         if at.mean() >= CLIPPED_SHARE:
