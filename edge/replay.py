@@ -95,8 +95,8 @@ def _file_chunks(recording: Path) -> Iterator[bytes]:
     try:
         stream = recording.open("rb")
     except OSError as err:
-        raise rec.RecordingError(f"recording {recording} cannot be read: {err.strerror}; check the "
-                            "path") from None
+        raise rec.RecordingError(f"recording {recording} cannot be read: {err.strerror}; "
+                                 "check the path") from None
     with stream:
         while chunk := stream.read(CHUNK):
             yield chunk
