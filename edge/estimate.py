@@ -98,7 +98,7 @@ class ChannelTrack:
     @property
     def end(self) -> int:
         """Model-rate index one past the newest sample the received input yields (a resampled
-        channel lags by its filter's half length, 10 periods of the faster rate)."""
+        channel lags by its filter's half length, 10 periods of the slower rate)."""
         return 0 if self.conditioner is None else self.conditioner.ready(self.next_k)
 
     def add(self, frame: Frame) -> None:

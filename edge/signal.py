@@ -124,7 +124,7 @@ class Resampler:
 
     Output j is the signal at input position j * down / up, so it needs input up to sample
     (j * down + delay) // up: outputs lag the input by `delay / up` input samples (10 periods
-    of the faster rate: output when downsampling, input when upsampling), the price of a
+    of the slower rate: output when downsampling, input when upsampling), the price of a
     linear-phase filter whose output stays on the input's clock.
     Polyphase: output j is one dot product of the few input samples under the filter with
     the filter phase (j * down + delay) % up, so the upsampled stream is never built.

@@ -54,7 +54,7 @@ def test_streaming_resampling_equals_offline(rate, axes):
     r = streaming.resampler
     assert isinstance(r, Resampler) and r.up / r.down == pytest.approx(32.0 / rate)
     reference = signal.resample_poly(filtered, r.up, r.down, axis=0)
-    # The last outputs wait for the filter's delay: 10 periods of the faster rate.
+    # The last outputs wait for the filter's delay: 10 periods of the slower rate.
     assert len(reference) - len(got) <= 10 * max(r.up, r.down) / r.down + 1
     np.testing.assert_allclose(got, reference[: len(got)], rtol=1e-9, atol=1e-6)
 
