@@ -272,3 +272,34 @@ def test_a_12_hz_ppg_is_rejected_by_the_pipeline_naming_both_rates(hr_model):
                               strict=True)
     with pytest.raises(StreamError, match=r"12 Hz.*32 Hz.*below 16 Hz"):
         pipeline.feed(data)
+
+
+def test_a_coarse_slow_accelerometer_at_rest_is_not_a_flat_line(hr_model):
+    """A 20 Hz watch with an 8-bit accelerometer (16 mg steps): at rest its 5-sample frames
+    often repeat one value on every axis. That is not a stuck sensor: every window stays
+    good (one such frame used to mark a quarter of them motion_unknown, with no HR alarm).
+    A stuck accelerometer, 16 identical samples and more, still marks its windows."""
+    from wire import recordings
+
+    rec = simulate(Scenario.constant(72, 60, "rest"), seed=2, ppg_rate=20.0, acc_rate=20.0)
+    lsb = 1 / 64  # g
+    coarse = np.round(rec.acc / lsb) * lsb
+    stuck = coarse.copy()
+    stuck[20 * 20 : 20 * 40] = stuck[20 * 20]  # 20 s stuck at one reading
+
+    def qualities(acc: np.ndarray) -> list[str]:
+        sig = recordings.Signals(rec.ppg, 20.0, acc, 20.0, None, 20.0, None, None,
+                                 ("ppg", "acc"), 60.0)
+        pipeline = DevicePipeline("wrist-1", [hr_model], AlarmsConfig(),
+                                  Topics("wearable", "t"), strict=True)
+        return [v["quality"] for v in vitals(pipeline, b"".join(
+            d for _, d in recordings.stream(sig)))]
+
+    assert any(_five_equal(coarse[i : i + 5]) for i in range(0, len(coarse), 5))
+    assert set(qualities(coarse)) == {"good"}
+    marked = qualities(stuck)
+    assert marked.count("motion_unknown") >= 8 and marked[0] == "good"
+
+
+def _five_equal(block: np.ndarray) -> bool:
+    return bool((block == block[0]).all())
