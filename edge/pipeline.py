@@ -30,12 +30,13 @@ AGE_CHECK_S = 1.0  # how often (device time) the age of the CGM data is looked a
 class DevicePipeline:
     """`strict`: a frame that cannot feed a model raises StreamError (replay); otherwise that
     model does without it, counted in `rejected_frames` and logged once per distinct problem
-    (run), and the other models carry on."""
+    (run; `quiet`: only kept in `problems`, which replay prints as notes), and the other
+    models carry on."""
 
     def __init__(self, device: str, models: list[Model], alarms: AlarmsConfig,
-                 topics: Topics, *, strict: bool = False,
+                 topics: Topics, *, strict: bool = False, quiet: bool = False,
                  calibrations: CalibrationStore | None = None) -> None:
-        self.device, self.strict = device, strict
+        self.device, self.strict, self.quiet = device, strict, quiet
         self.rejected_frames = 0
         self.problems: set[str] = set()
         self.decoder = Decoder()
@@ -141,8 +142,9 @@ class DevicePipeline:
                 self.rejected_frames += 1
                 if str(err) not in self.problems:
                     self.problems.add(str(err))
-                    log.error("device %s: %s; that model gets none of its frames", self.device,
-                              err)
+                    if not self.quiet:
+                        log.error("device %s: %s; that model gets none of its frames",
+                                  self.device, err)
             events = []
             for estimate in estimates:
                 self.last_device_time_s = estimate.device_time_s
