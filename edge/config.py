@@ -32,6 +32,7 @@ class MqttConfig:
     connect_timeout_s: float = 5.0
     status_interval_s: float = 30.0
     # Alarms are written here before they are published and removed when the broker acks.
+    # Relative: inside `state_dir`.
     outbox: str = "outbox.sqlite"
 
     def check(self, key: str) -> None:
@@ -227,7 +228,11 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     commands: CommandsConfig = field(default_factory=CommandsConfig)
+    # Where the runtime keeps what it writes (outbox, calibrations); relative to the config
+    # file's folder. A board uses /var/lib/wearable-edge (the unit's only writable place).
+    state_dir: str = "state"
     # Per-device BP calibrations (cuff readings sent over MQTT), kept across restarts.
+    # Relative: inside `state_dir`.
     calibration_file: str = "calibration.json"
     source: Path | None = None  # the file this came from; relative paths resolve against it
 
@@ -237,6 +242,8 @@ class Config:
         _require(self.log_level in ("debug", "info", "warning", "error"), "log_level",
                  "must be one of debug, info, warning, error")
         _require(self.log_format in ("text", "json"), "log_format", "must be text or json")
+        _require(bool(self.state_dir), "state_dir",
+                 "must name a folder (e.g. /var/lib/wearable-edge)")
         _require(self.interpreter in ("", "ai_edge_litert", "tflite_runtime", "tensorflow"),
                  "interpreter", "must be empty, ai_edge_litert, tflite_runtime or tensorflow")
         names = [d.name for d in self.devices]
@@ -251,6 +258,11 @@ class Config:
         """A path option, relative to the config file's folder."""
         p = Path(value).expanduser()
         return p if p.is_absolute() or self.source is None else self.source.parent / p
+
+    def state_path(self, value: str) -> Path:
+        """A runtime state file (outbox, calibrations), relative to `state_dir`."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.path(self.state_dir) / p
 
 
 def load_config(path: str | Path) -> Config:

@@ -48,9 +48,9 @@ class Runtime:
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.reload_error: str | None = None
-        self.outbox = Outbox(config.path(config.mqtt.outbox))
+        self.outbox = Outbox(config.state_path(config.mqtt.outbox))
         self.publisher = Publisher(config.mqtt, self.topics, self.outbox, self.status)
-        self.calibrations = CalibrationStore(config.path(config.calibration_file))
+        self.calibrations = CalibrationStore(config.state_path(config.calibration_file))
         self.readers = [
             PortReader(device, DevicePipeline(device.name, self.models, config.alarms,
                                               self.topics, calibrations=self.calibrations),
@@ -182,6 +182,7 @@ class Runtime:
         pending = self.outbox.depth()
         if pending:
             log.warning("%d alarm message(s) not yet acknowledged stay in the outbox %s and "
-                        "are sent at the next start", pending, self.config.mqtt.outbox)
+                        "are sent at the next start", pending,
+                        self.config.state_path(self.config.mqtt.outbox))
         self.outbox.close()
         log.info("stopped")
