@@ -216,6 +216,20 @@ class CommandsConfig:
 
 
 @dataclass(frozen=True)
+class HomeAssistantConfig:
+    """Home Assistant MQTT discovery (docs/mqtt.md): sensors and alarm binary sensors per
+    device appear in Home Assistant by themselves. Off unless enabled."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"  # Home Assistant's default
+
+    def check(self, key: str) -> None:
+        _require(bool(self.discovery_prefix) and not set("#+") & set(self.discovery_prefix),
+                 f"{key}.discovery_prefix", "must be a non-empty topic without wildcards "
+                 "(Home Assistant's default: homeassistant)")
+
+
+@dataclass(frozen=True)
 class Config:
     node: str = "edge-1"  # this gateway's name in topics
     models_dir: str = "models"
@@ -228,6 +242,7 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     commands: CommandsConfig = field(default_factory=CommandsConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     # Where the runtime keeps what it writes (outbox, calibrations); relative to the config
     # file's folder. A board uses /var/lib/wearable-edge (the unit's only writable place).
     state_dir: str = "state"
@@ -253,6 +268,7 @@ class Config:
         self.mqtt.check("mqtt")
         self.alarms.check("alarms")
         self.commands.check("commands")
+        self.homeassistant.check("homeassistant")
 
     def path(self, value: str) -> Path:
         """A path option, relative to the config file's folder."""

@@ -14,6 +14,7 @@ from edge.calibration import CalibrationStore
 from edge.commands import parse_command, reply_payload
 from edge.config import Config, load_config
 from edge.errors import CommandError, WearableError
+from edge.homeassistant import PresentState, discovery_messages
 from edge.infer import Model, load_model
 from edge.ingest import PortReader
 from edge.messages import Message, Topics, status_payload, utc_now
@@ -50,6 +51,9 @@ class Runtime:
         self.reload_error: str | None = None
         self.outbox = Outbox(config.state_path(config.mqtt.outbox))
         self.publisher = Publisher(config.mqtt, self.topics, self.outbox, self.status)
+        self.present = PresentState(self.topics, [d.name for d in config.devices])
+        self.publisher.observers.append(self.present.observe)
+        self.publisher.on_connect.append(self._retained_on_connect)
         self.calibrations = CalibrationStore(config.state_path(config.calibration_file))
         self.readers = [
             PortReader(device, DevicePipeline(device.name, self.models, config.alarms,
@@ -57,6 +61,14 @@ class Runtime:
                        self.publisher.publish, self.stop_event)
             for device in config.devices
         ]
+
+    def _retained_on_connect(self) -> list[Message]:
+        """After every (re)connect: Home Assistant's discovery configs (if enabled) and the
+        present state, replacing whatever an earlier run left retained."""
+        ha = self.config.homeassistant
+        discovery = discovery_messages(self.topics, [d.name for d in self.config.devices], ha,
+                                       package_version()) if ha.enabled else []
+        return discovery + self.present.snapshot()
 
     def status(self, state: str) -> dict[str, Any]:
         devices = {}
