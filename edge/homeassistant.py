@@ -130,13 +130,12 @@ def discovery_messages(topics: Topics, devices: Iterable[str], config: HomeAssis
     for device in devices:
         dev = {"identifiers": [_object_id("wearable", topics.node, device)],
                "name": f"{device} ({topics.node})", "manufacturer": "wearable-edge",
-               "model": "wearable health monitor", "sw_version": version,
-               "via_device": node_id}
+               "model": "wearable health monitor", "sw_version": version}
         for sensor in SENSORS:
             state = latest_topic(topics, device, sensor.vital)
             unique = _object_id("wearable", topics.node, device, sensor.vital)
             payload: dict[str, Any] = {
-                "name": sensor.name, "unique_id": unique, "object_id": unique,
+                "name": sensor.name, "unique_id": unique,
                 "state_topic": state,
                 # Only a good estimate is a reading; any other quality shows as unknown
                 # (the quality is an attribute), never as if it were good.
@@ -159,7 +158,7 @@ def discovery_messages(topics: Topics, devices: Iterable[str], config: HomeAssis
             messages.append(Message(
                 f"{config.discovery_prefix}/binary_sensor/{node_id}/{unique}/config", {
                     "name": f"{priority.capitalize()}-priority alarm", "unique_id": unique,
-                    "object_id": unique, "state_topic": state,
+                    "state_topic": state,
                     "value_template": f"{{{{ 'ON' if value_json.priorities.{priority} "
                                       "else 'OFF' }}",
                     "payload_on": "ON", "payload_off": "OFF",
