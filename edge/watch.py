@@ -28,12 +28,13 @@ from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
 
-from edge.config import Config
+from edge.config import PRIORITIES, Config
 from edge.errors import BrokerError, ConfigError
 
 VITALS = (("heart_rate", "HR"), ("systolic_bp", "SBP"), ("diastolic_bp", "DBP"),
           ("glucose", "Glucose"))
 SPARKS = "▁▂▃▄▅▆▇█"
+_LINK = "+link"  # a pseudo node for the watcher's own news ('+' is never in a topic level)
 TREND_POINTS = 20
 
 
@@ -85,9 +86,14 @@ class Board:
     def apply(self, topic: str, payload: dict[str, Any]) -> str | None:
         """Update from one message; returns a plain line describing it (None: nothing new)."""
         levels = topic.split("/")
-        if len(levels) < 3 or levels[0] != self.prefix:
+        if levels[0] != self.prefix or len(levels) < 2:
             return None
         node = levels[1]
+        if node == _LINK:
+            self.note = str(payload.get("state"))
+            return self.note
+        if len(levels) < 3:
+            return None
         if levels[2] == "status" and len(levels) == 3:
             state = str(payload.get("state"))
             changed = self.nodes.get(node) != state
@@ -96,18 +102,21 @@ class Board:
         if len(levels) < 4:
             return None
         device, kind = self.device(node, levels[2]), levels[3]
-        if kind in ("vitals", "latest") and "vital" in payload:
+        if kind in ("vitals", "latest") and _is_vitals(payload):
             if kind == "latest" and payload["vital"] in device.vitals:
                 return None  # the retained copy of one we already have
             device.vital(payload)
             return (f"{node}/{device.name} {payload['vital']} {payload['value']:g} "
                     f"{payload['unit']} {payload['quality']}")
         if kind == "active_alarms":
-            device.alarms = list(payload.get("alarms", []))
+            alarms = payload.get("alarms")
+            if not isinstance(alarms, list) or not all(map(_is_alarm, alarms)):
+                return None
+            device.alarms = alarms
             names = ", ".join(f"{a['condition']} ({a['priority']}, {a['state']})"
                               for a in device.alarms) or "none"
             return f"{node}/{device.name} active alarms: {names}"
-        if kind == "alarms":
+        if kind == "alarms" and _is_alarm(payload):
             return (f"{node}/{device.name} ALARM {payload['event']} {payload['condition']} "
                     f"({payload['priority']}): {payload['message']}")
         if kind == "reply":
@@ -145,13 +154,25 @@ class Board:
             for alarm in device.alarms:
                 mark = ">" if index == selected else " "
                 text = (f" {mark}{alarm['priority'].upper():<7}{alarm['condition']:<22}"
-                        f"{alarm['state']:<13}{alarm['message']}")
+                        f"{alarm.get('state', ''):<13}{alarm['message']}")
                 rows.append((text[:width], "selected" if index == selected
                              else alarm["priority"]))
                 index += 1
         rows.append(("", ""))
         rows.append((self.note[:width], ""))
         return rows
+
+
+def _is_vitals(p: dict[str, Any]) -> bool:
+    """Messages come from any client the broker lets publish: show only well-formed ones."""
+    return (all(isinstance(p.get(k), str) for k in ("vital", "unit", "quality"))
+            and isinstance(p.get("value"), int | float) and not isinstance(p["value"], bool))
+
+
+def _is_alarm(a: Any) -> bool:
+    return isinstance(a, dict) and all(
+        isinstance(a.get(k), str) for k in ("condition", "priority", "message")) and (
+        a["priority"] in PRIORITIES) and isinstance(a.get("state", a.get("event")), str)
 
 
 class Watcher:
@@ -168,6 +189,7 @@ class Watcher:
         if username:
             self.client.username_pw_set(username, password or None)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self._connected = threading.Event()
         self._refused = ""
@@ -212,6 +234,11 @@ class Watcher:
         else:
             client.subscribe([(t, 1) for t in self.topics()])
         self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code != 0:  # paho reconnects by itself; say so meanwhile
+            self.inbox.put((f"{self.prefix}/{_LINK}", {"state": "lost the broker, "
+                                                                "reconnecting"}))
 
     def _on_message(self, client, userdata, message) -> None:
         try:

@@ -174,6 +174,13 @@ def test_the_board_ignores_what_is_not_its_own():
     board = Board("wearable")
     assert board.apply("other/ward-7/status", {"state": "online"}) is None
     assert board.apply("wearable/ward-7/wrist-1/vitals", {"no": "vital"}) is None
+    # Anyone allowed to publish could send these: none may reach the screen or break it.
+    hostile = vitals("heart_rate", 80) | {"value": "80; rm -rf"}
+    assert board.apply("wearable/ward-7/wrist-1/vitals", hostile) is None
+    assert board.apply("wearable/ward-7/wrist-1/active_alarms", {"alarms": [{"x": 1}]}) is None
+    assert board.apply("wearable/ward-7/wrist-1/alarms", {"event": "raised"}) is None
+    assert board.devices[("ward-7", "wrist-1")].vitals == {}
+    assert all("rm -rf" not in text for text, _ in board.lines(100))
     line = board.apply("wearable/ward-7/wrist-1/vitals", vitals("heart_rate", 60, "motion"))
     assert line is not None and line.endswith("60 bpm motion")
     rows = [text for text, _ in board.lines(100)]
