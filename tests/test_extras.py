@@ -39,3 +39,26 @@ def test_a_missing_training_extra_skips_with_one_line(tmp_path):
 def test_under_ci_a_missing_extra_is_not_skipped(tmp_path):
     out = _pytest_without_tensorflow(tmp_path, ci=True)
     assert "SKIPPED" not in out and "skipped" not in out.splitlines()[-1], out
+
+
+def test_the_training_extra_picks_a_tensorflow_that_exists_for_the_machine():
+    """tensorflow-cpu has wheels for x86-64 Linux only; aarch64 (Raspberry Pi OS 64-bit) and
+    macOS get `tensorflow`. Exactly one of them for each."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    training = [Requirement(r) for r in extras["training"]]
+
+    def chosen(machine: str, platform: str) -> set[str]:
+        env = {"platform_machine": machine, "sys_platform": platform}
+        return {r.name for r in training if r.marker is None or r.marker.evaluate(env)
+                } & {"tensorflow", "tensorflow-cpu"}
+
+    assert chosen("x86_64", "linux") == {"tensorflow-cpu"}
+    assert chosen("aarch64", "linux") == {"tensorflow"}
+    assert chosen("arm64", "darwin") == {"tensorflow"}
+    # The board's extra never pulls TensorFlow.
+    assert not any("tensorflow" in r for r in extras["runtime"])
