@@ -209,3 +209,24 @@ def test_the_active_set_follows_an_alarm_through_its_life():
     (after,) = state.observe(_alarm("cleared"))
     assert [a["condition"] for a in after.payload["alarms"]] == ["no_data"]
     assert set(SCHEMAS) >= {"vitals", "alarm"}
+
+
+def test_the_shipped_acl_lets_the_runtime_write_discovery(mosquitto_path, tmp_path,
+                                                          mqtt_subscriber, mqtt_publish):
+    """deploy/mosquitto.acl as shipped, plus the line docs/mqtt.md tells Home Assistant's
+    login to add: the runtime's user may publish discovery configs, HA may read them."""
+    from deploy.broker import PrivateBroker, write_password_file
+
+    acl = tmp_path / "acl"
+    acl.write_text((ROOT / "deploy" / "mosquitto.acl").read_text()
+                   + "\nuser ha\ntopic read wearable/#\ntopic read homeassistant/#\n")
+    passwd = write_password_file(tmp_path / "passwd", {"wearable-edge": "edge-pass",
+                                                       "ha": "ha-pass"})
+    with PrivateBroker(password_file=passwd, acl_file=acl) as private:
+        ha = mqtt_subscriber("homeassistant/#", broker=private, username="ha",
+                             password="ha-pass")
+        mqtt_publish("homeassistant/sensor/wearable_n/x/config", b'{"state_topic": "t"}',
+                     broker=private, retain=True, username="wearable-edge",
+                     password="edge-pass")
+        assert ha.wait_for("homeassistant/sensor/wearable_n/x/config").payload == (
+            b'{"state_topic": "t"}')
