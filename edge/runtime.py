@@ -15,6 +15,7 @@ from edge.calibration import CalibrationStore
 from edge.commands import CommandLog, parse_command, reply_payload
 from edge.config import Config, load_config
 from edge.errors import CommandError, WearableError
+from edge.homeassistant import PresentState, discovery_messages
 from edge.infer import Model, load_model
 from edge.ingest import PortReader
 from edge.messages import Message, Topics, status_payload, utc_now
@@ -51,12 +52,16 @@ class Runtime:
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.reload_error: str | None = None
-        self.outbox = Outbox(config.path(config.mqtt.outbox))
+        self.outbox = Outbox(config.state_path(config.mqtt.outbox))
         self.publisher = Publisher(config.mqtt, self.topics, self.outbox, self.status,
                                    resolve=config.path)
-        private_dir(config.path(config.calibration_file).parent, "calibration_file")
-        self.calibrations = CalibrationStore(config.path(config.calibration_file))
-        id_file = config.path(config.commands.id_file)
+        self.present = PresentState(self.topics, [d.name for d in config.devices])
+        self.publisher.observers.append(self.present.observe)
+        self.publisher.on_connect.append(self._retained_on_connect)
+        calibration_file = config.state_path(config.calibration_file)
+        private_dir(calibration_file.parent, "calibration_file")
+        self.calibrations = CalibrationStore(calibration_file)
+        id_file = config.state_path(config.commands.id_file)
         private_dir(id_file.parent, "commands.id_file")
         self.command_log = CommandLog(id_file)
         self.readers = [
@@ -65,6 +70,14 @@ class Runtime:
                        self.publisher.publish, self.stop_event)
             for device in config.devices
         ]
+
+    def _retained_on_connect(self) -> list[Message]:
+        """After every (re)connect: Home Assistant's discovery configs (if enabled) and the
+        present state, replacing whatever an earlier run left retained."""
+        ha = self.config.homeassistant
+        discovery = discovery_messages(self.topics, [d.name for d in self.config.devices], ha,
+                                       package_version()) if ha.enabled else []
+        return discovery + self.present.snapshot()
 
     def status(self, state: str) -> dict[str, Any]:
         devices = {}
@@ -217,6 +230,7 @@ class Runtime:
         pending = self.outbox.depth()
         if pending:
             log.warning("%d alarm message(s) not yet acknowledged stay in the outbox %s and "
-                        "are sent at the next start", pending, self.config.mqtt.outbox)
+                        "are sent at the next start", pending,
+                        self.config.state_path(self.config.mqtt.outbox))
         self.outbox.close()
         log.info("stopped")

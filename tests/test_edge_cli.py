@@ -119,7 +119,8 @@ def test_the_board_config_shipped_in_deploy_is_valid():
 
     config = load_config(ROOT / "deploy" / "edge.toml")
     assert config.devices[0].port == "/dev/wearable0"
-    assert str(config.path(config.mqtt.outbox)).startswith("/var/lib/wearable-edge/")
+    assert str(config.state_path(config.mqtt.outbox)).startswith("/var/lib/wearable-edge/")
+    assert str(config.state_path(config.calibration_file)).startswith("/var/lib/wearable-edge/")
 
 
 def test_json_logs_are_one_object_per_line(tmp_path):
