@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edge.config import (
@@ -50,6 +51,32 @@ class AlarmEvent:
 
 
 @dataclass(frozen=True)
+class Observation:
+    """A technical fact about a device, not a vital: the age of its data (DATA_AGE, CGM_AGE)
+    or the runtime's health (RUNTIME, FAULTS). Technical rules watch these; they are never
+    published as vitals."""
+
+    device: str
+    kind: str  # one of OBSERVATIONS
+    value: float
+    quality: str  # GOOD, or the state that is the condition (e.g. FAULT)
+    device_time_s: float  # on the device's session timeline
+    unit: str = "s"
+
+    @property
+    def vital(self) -> str:  # what a rule matches on, as for an Estimate
+        return self.kind
+
+    @property
+    def motion_g(self) -> None:
+        return None
+
+    @property
+    def details(self) -> Mapping[str, float | None]:
+        return {}
+
+
+@dataclass(frozen=True)
 class _Rule:
     """One alarm condition. A threshold rule compares a field of an estimate with its limit;
     a quality rule (technical) fires on the estimate's quality being one of `bad`."""
@@ -63,30 +90,30 @@ class _Rule:
     field: str = ""  # threshold rules: "" for the estimate's value, else a key of its details
     bad: frozenset[str] = frozenset()  # quality rules: the qualities that are the condition
 
-    def reading(self, e: Estimate) -> float | None:
+    def reading(self, e: Estimate | Observation) -> float | None:
         return e.details.get(self.field) if self.field else e.value
 
-    def unit(self, e: Estimate) -> str:
+    def unit(self, e: Estimate | Observation) -> str:
         return "mg/dL/min" if self.field.startswith("trend") else e.unit
 
     def limit(self, moving: bool = False) -> float:
         c = self.config
         return c.moving_threshold if moving and c.moving_threshold else c.threshold
 
-    def crossed(self, e: Estimate, moving: bool = False) -> bool:
+    def crossed(self, e: Estimate | Observation, moving: bool = False) -> bool:
         if self.bad:
             return e.quality in self.bad
         limit, v = self.limit(moving), self.reading(e)
         return v is not None and (v > limit if self.above else v <= limit)
 
-    def recovered(self, e: Estimate, moving: bool = False) -> bool:
+    def recovered(self, e: Estimate | Observation, moving: bool = False) -> bool:
         if self.bad:  # any other quality (an uncalibrated BP, a PPG under motion) but a
             # sensor fault, which says nothing about motion either
             return e.quality not in self.bad and e.quality != SENSOR
         limit, v, h = self.limit(moving), self.reading(e), self.config.hysteresis
         return v is not None and (v <= limit - h if self.above else v >= limit + h)
 
-    def describe(self, e: Estimate, moving: bool = False) -> str:
+    def describe(self, e: Estimate | Observation, moving: bool = False) -> str:
         if self.bad:
             return self.label
         v = self.reading(e)
@@ -138,13 +165,22 @@ def _rules(c: AlarmsConfig) -> list[_Rule]:
         _Rule("model_error", RUNTIME, "Model reload failed: the previous model keeps running",
               TechnicalAlarmConfig(delay_s=0.0, clear_delay_s=0.0), technical,
               bad=frozenset({RELOAD_FAILED})),
+        # A bug or a bad value on the device's path: that frame (or window) was skipped and
+        # monitoring goes on; the log has the traceback. Clears after a minute without one.
+        _Rule("runtime_error", FAULTS, "Runtime fault on this device: data was skipped (the "
+              "log has the details); monitoring goes on",
+              TechnicalAlarmConfig("high", delay_s=0.0, clear_delay_s=RUNTIME_CLEAR_S),
+              technical, bad=frozenset({FAULT})),
     ]
     return [rule for rule in rules if rule.config.enabled]
 
 
 # Observations that are not vitals: the age of a data source, the runtime's own health.
 CGM_AGE, DATA_AGE, RUNTIME = "cgm_age_s", "data_age_s", "runtime"
-RELOAD_FAILED = "reload_failed"
+FAULTS = "faults"  # a fault caught at the device boundary (FAULT), or a clean frame (GOOD)
+OBSERVATIONS = (CGM_AGE, DATA_AGE, RUNTIME, FAULTS)
+RELOAD_FAILED, FAULT = "reload_failed", "fault"
+RUNTIME_CLEAR_S = 60.0
 CONDITIONS = tuple(rule.condition for rule in _rules(AlarmsConfig()))
 
 
@@ -160,11 +196,11 @@ class Alarm:
         self.acknowledged = False
         self.silenced_until = -1.0
         self.last_alert_s = 0.0
-        self.last: Estimate | None = None  # the newest estimate seen
+        self.last: Estimate | Observation | None = None  # the newest estimate seen
         self.last_moving_s = -math.inf  # device time the wearer was last seen moving
         self.moving = False
 
-    def update(self, estimate: Estimate) -> AlarmEvent | None:
+    def update(self, estimate: Estimate | Observation) -> AlarmEvent | None:
         t, c = estimate.device_time_s, self.rule.config
         self.last = estimate
         if estimate.motion_g is not None and estimate.motion_g >= MotionArtefactGate.MOTION_G:
@@ -204,7 +240,7 @@ class Alarm:
             if self.rule.kind == "physiological" else "")
         return self.end("cleared", ended)
 
-    def _reminder(self, estimate: Estimate) -> AlarmEvent | None:
+    def _reminder(self, estimate: Estimate | Observation) -> AlarmEvent | None:
         t = estimate.device_time_s
         if (self.rule.config.priority != "high" or self.acknowledged or self.realert_s <= 0
                 or t < self.silenced_until or t - self.last_alert_s < self.realert_s):
@@ -234,7 +270,7 @@ class Alarm:
         self.silenced_until = -1.0
         return event
 
-    def _event(self, kind: str, estimate: Estimate, message: str = "",
+    def _event(self, kind: str, estimate: Estimate | Observation, message: str = "",
                operator: str = "") -> AlarmEvent:
         rule, c = self.rule, self.rule.config
         measured = not rule.bad
@@ -256,7 +292,7 @@ class AlarmEngine:
         self._realert_s = config.realert_s
         self._alarms: dict[tuple[str, str], Alarm] = {}
 
-    def update(self, estimate: Estimate) -> list[AlarmEvent]:
+    def update(self, estimate: Estimate | Observation) -> list[AlarmEvent]:
         events = []
         for rule in self._rules:
             if rule.vital != estimate.vital or (not rule.bad and estimate.quality != GOOD):
@@ -301,6 +337,10 @@ class AlarmEngine:
                                                    "configuration reload"))
             del self._alarms[key]
         return events
+
+    def is_active(self, device: str, condition: str) -> bool:
+        alarm = self._alarms.get((device, condition))
+        return alarm is not None and alarm.active_id is not None
 
     def active(self) -> list[tuple[str, str]]:
         # Called for the status topic from other threads while the reader thread may add a

@@ -70,6 +70,8 @@ class Runtime:
                 "frames": pipeline.decoder.stats.as_dict() | {
                     "rejected": pipeline.rejected_frames},
                 "problems": sorted(pipeline.problems),
+                "faults": pipeline.faults,
+                "clock_epochs": pipeline.timeline.epochs,
                 "active_alarms": [c for _, c in pipeline.alarms.active()],
                 "bp_calibrated": None if pipeline.estimator.blood_pressure is None
                 else pipeline.estimator.blood_pressure.calibration is not None,
@@ -157,14 +159,20 @@ class Runtime:
             if time.monotonic() >= next_age_check:
                 next_age_check += AGE_CHECK_S
                 for reader in self.readers:
-                    for message in reader.pipeline.tick():
-                        self.publisher.publish(message)
+                    self._tick(reader)
             while not self.publisher.commands.empty():
                 self.handle_command(*self.publisher.commands.get())
             if time.monotonic() >= next_status:
                 self.publisher.publish_status(self.status("online"))
                 next_status += self.config.mqtt.status_interval_s
         self._shutdown()
+
+    def _tick(self, reader: PortReader) -> None:
+        try:
+            for message in reader.pipeline.tick():
+                self.publisher.publish(message)
+        except Exception:  # one device's fault must not stop the others' housekeeping
+            log.exception("device %s: fault in its wall-clock checks", reader.device.name)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -82,12 +82,6 @@ def test_check_accepts_the_shipped_models(tmp_path):
     assert "model hr" in result.stdout and "ok" in result.stdout
 
 
-def test_serial_port_that_does_not_exist(tmp_path):
-    body = "[[devices]]\nname = 'wrist'\nport = '/dev/ttyDOESNOTEXIST'\n"
-    result = edge("run", "--log-level", "error", "--config", str(write_config(tmp_path, body)))
-    assert_one_line_error(result, 1, "/dev/ttyDOESNOTEXIST", "cannot be opened", "dialout")
-
-
 def test_broker_not_reachable(tmp_path):
     body = (f"[mqtt]\nport = {free_port()}\noutbox = '{tmp_path / 'outbox.sqlite'}'\n"
             "[[devices]]\nname = 'wrist'\nport = 'loop://'\n")

@@ -1,0 +1,202 @@
+"""A fault stays inside one device, and one device's clock trouble never stops it (#12 cases
+3 and 4, #11 item 3): through the real `wearable-edge replay` CLI, real interpreters and
+simulated recordings; the pipeline directly for what only memory accounting can show."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from device_sim import Scenario, frames, simulate
+from edge.config import AlarmsConfig
+from edge.infer import load_model
+from edge.messages import Topics
+from edge.pipeline import DevicePipeline
+from wire import Channel, encode_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+
+
+def edge(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def sim_recording(path: Path, *args: str) -> Path:
+    subprocess.run([sys.executable, "-m", "device_sim", "run", "--out", str(path), *args],
+                   check=True, cwd=ROOT)
+    return path
+
+
+def messages(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def vitals(out: list[dict], vital: str) -> list[dict]:
+    return [m["payload"] for m in out
+            if m["topic"].endswith("/vitals") and m["payload"]["vital"] == vital]
+
+
+def alarms(out: list[dict], condition: str) -> list[dict]:
+    return [m["payload"] for m in out
+            if m["topic"].endswith("/alarms") and m["payload"]["condition"] == condition]
+
+
+def broken_bp_models(tmp_path: Path) -> Path:
+    """hr and glucose as shipped and a bp bundle whose manifest passes the feature function
+    a parameter it does not take: every BP window raises TypeError (a bug on the device's
+    path)."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("hr", "bp", "glucose"):
+        shutil.copy(MODELS / f"{name}.tflite", models)
+        shutil.copy(MODELS / f"{name}.json", models)
+    manifest = json.loads((models / "bp.json").read_text())
+    manifest["feature_params"]["not_a_parameter"] = 1
+    (models / "bp.json").write_text(json.dumps(manifest))
+    return models
+
+
+def test_a_model_that_faults_on_every_window_costs_the_device_nothing_else(tmp_path):
+    """Every BP window raises: replay reports the faults in one summary line, raises
+    runtime_error, and heart rate is estimated to the end (it used to exit with a
+    traceback at the first BP window)."""
+    recording = sim_recording(tmp_path / "rec.bin", "--scenario", "normal", "--duration",
+                              "60", "--channels", "ppg,acc,ecg")
+    out = tmp_path / "out.jsonl"
+    result = edge("replay", str(recording), "--models", str(broken_bp_models(tmp_path)),
+                  "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    summary = result.stderr.strip().splitlines()[-1]
+    assert "runtime fault(s) caught and skipped" in summary, summary
+    got = messages(out)
+    hr = vitals(got, "heart_rate")
+    assert len(hr) >= 24 and hr[-1]["device_time_s"] >= 56  # a window every 2 s to the end
+    raised = [a for a in alarms(got, "runtime_error") if a["event"] == "raised"]
+    assert len(raised) == 1 and raised[0]["kind"] == "technical"
+    assert vitals(got, "systolic_bp") == []
+
+
+@pytest.mark.parametrize("timestamp_us", [2**63, 2**64 - 1, 7 * 86400 * 10**6],
+                         ids=["2^63us", "u64max", "+7days"])
+def test_a_glitched_device_clock_is_a_new_epoch_not_an_allocation(tmp_path, timestamp_us):
+    """One valid-CRC PPG frame stamped far in the future (2^63 us used to kill the reader
+    thread with a 4 PiB allocation; +7 days took 1.1 GB): replay goes on, heart rate is
+    estimated to the end of the recording, no alarm time leaves the session timeline."""
+    rec = simulate(Scenario.constant(75, 120), seed=4)
+    data = bytearray()
+    for i, (_, frame) in enumerate(frames(rec)):
+        if i in (600, 601):  # two frames in a row, mid-recording
+            frame = dataclasses.replace(
+                frame, timestamp_us=min(timestamp_us + frame.timestamp_us, 2**64 - 1))
+        data += encode_frame(frame)
+    recording = tmp_path / "glitch.bin"
+    recording.write_bytes(bytes(data))
+    out = tmp_path / "out.jsonl"
+    result = edge("replay", str(recording), "--models", str(MODELS), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    hr = vitals(messages(out), "heart_rate")
+    times = [v["device_time_s"] for v in hr]
+    assert times[-1] >= 116 and len([t for t in times if t > 60]) >= 25
+    assert all(abs(v["value"] - 75) < 5 for v in hr)
+
+
+def test_a_clock_jump_allocates_nothing_sized_by_the_jump():
+    """Memory for a frame stamped +7 days is that of a fresh start, not of the gap."""
+    model = load_model(MODELS / "hr.json")
+    device = DevicePipeline("d", [model], AlarmsConfig(), Topics("w", "n"), strict=True)
+    stream = [f for _, f in frames(simulate(Scenario.constant(70, 40), seed=2))]
+    half = len(stream) // 2
+    for frame in stream[:half]:
+        device.feed(encode_frame(frame))
+    ppg = next(f for f in stream[half:] if f.channel == Channel.PPG)  # in sequence, no BOOT
+    week = dataclasses.replace(ppg, timestamp_us=ppg.timestamp_us + 7 * 86400 * 10**6)
+    tracemalloc.start()
+    try:
+        device.feed(encode_frame(week))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, peak  # a week of 64 Hz samples held would be ~300 MB
+
+
+def _config(tmp_path: Path, port: int, devices: dict[str, str], models: Path = MODELS,
+            extra: str = "") -> Path:
+    path = tmp_path / "edge.toml"
+    text = (f'node = "ward-7"\nmodels_dir = "{models}"\n'
+            f'[mqtt]\nport = {port}\noutbox = "{tmp_path / "outbox.sqlite"}"\n'
+            "status_interval_s = 1\n" + extra)
+    for name, tty in devices.items():
+        text += f'[[devices]]\nname = "{name}"\nport = "{tty}"\n'
+    path.write_text(text)
+    return path
+
+
+def _topic(device: str, kind: str) -> str:
+    return f"wearable/ward-7/{device}/{kind}"
+
+
+def test_a_wearable_absent_at_start_is_waited_for_while_the_others_run(
+        broker, mqtt_subscriber, processes, tmp_path):
+    """wrist-2's port does not exist at start (not plugged in): `run` does not exit; wrist-1
+    is monitored; wrist-2 is in the status as not connected and raises no_data; when its
+    port appears (a symlink to a new pty) it is read and no_data clears."""
+    sub = mqtt_subscriber("wearable/#", broker=broker)
+    later = tmp_path / "ttyLATER"
+    _sim, pty = processes.simulator("--scenario", "normal", "--seed", "1", "--speed", "4")
+    config = _config(tmp_path, broker.port, {"wrist-1": pty, "wrist-2": str(later)},
+                     extra="[alarms.no_data]\nafter_s = 5\n")
+    runtime = processes.start("-m", "edge", "run", "--config", str(config))
+
+    status = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                          and "wrist-2" in m.json().get("devices", {}), timeout=30).json()
+    assert status["devices"]["wrist-2"]["connected"] is False
+    sub.wait_for(_topic("wrist-1", "vitals"), timeout=60)
+    no_data = sub.wait_for(lambda m: m.topic == _topic("wrist-2", "alarms")
+                           and m.json()["condition"] == "no_data", timeout=30).json()
+    assert no_data["event"] == "raised" and no_data["value"] >= 5
+    assert runtime.poll() is None
+
+    processes.simulator("--scenario", "normal", "--seed", "2", "--speed", "4",
+                        "--link", str(later))
+    vitals = sub.wait_for(_topic("wrist-2", "vitals"), timeout=60).json()
+    assert vitals["vital"] == "heart_rate"
+    sub.wait_for(lambda m: m.topic == _topic("wrist-2", "alarms")
+                 and m.json()["condition"] == "no_data" and m.json()["event"] == "cleared",
+                 timeout=30)
+    sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                 and m.json()["devices"]["wrist-2"]["connected"] is True, timeout=30)
+
+
+def test_a_fault_on_one_device_in_run_raises_runtime_error_and_monitoring_goes_on(
+        broker, mqtt_subscriber, processes, tmp_path):
+    """A BP model that raises on every window, on a real pty: the device keeps publishing
+    heart rate, runtime_error is raised for it, and the status counts the faults (the
+    reader thread used to die at the first BP window while status said connected)."""
+    sub = mqtt_subscriber("wearable/#", broker=broker)
+    _sim, pty = processes.simulator("--scenario", "normal", "--seed", "3", "--speed", "4",
+                                    "--channels", "ppg,acc,ecg")
+    config = _config(tmp_path, broker.port, {"wrist-1": pty},
+                     models=broken_bp_models(tmp_path))
+    processes.start("-m", "edge", "run", "--config", str(config), "--log-level", "error")
+
+    raised = sub.wait_for(lambda m: m.topic == _topic("wrist-1", "alarms")
+                          and m.json()["condition"] == "runtime_error", timeout=60).json()
+    assert raised["event"] == "raised" and raised["priority"] == "high"
+    after = raised["device_time_s"]
+    sub.wait_for_n(lambda m: m.topic == _topic("wrist-1", "vitals")
+                   and m.json()["device_time_s"] > after + 10, 3, timeout=60)
+    status = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                          and m.json()["devices"]["wrist-1"].get("faults", 0) >= 3,
+                          timeout=30).json()
+    assert status["devices"]["wrist-1"]["connected"] is True
