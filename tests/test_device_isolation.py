@@ -200,3 +200,63 @@ def test_a_fault_on_one_device_in_run_raises_runtime_error_and_monitoring_goes_o
                           and m.json()["devices"]["wrist-1"].get("faults", 0) >= 3,
                           timeout=30).json()
     assert status["devices"]["wrist-1"]["connected"] is True
+
+
+def _replay_scenario(tmp_path: Path, scenario: str, config: str = "") -> list[dict]:
+    (tmp_path / "scenario.toml").write_text(scenario)
+    (tmp_path / "edge.toml").write_text(config)
+    recording = sim_recording(tmp_path / "rec.bin", "--scenario-file",
+                              str(tmp_path / "scenario.toml"))
+    out = tmp_path / "out.jsonl"
+    result = edge("replay", str(recording), "--config", str(tmp_path / "edge.toml"),
+                  "--models", str(MODELS), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return messages(out)
+
+
+def test_a_device_reboot_does_not_freeze_a_pending_alarm(tmp_path):
+    """HR crosses 150 bpm at 690 s, the wearable reboots at 700 s (BOOT, clock back to 0)
+    before the 10-s condition delay is over, and HR stays at 150: hr_high is raised as soon
+    as the device is back, on one session timeline (it used to wait until the new clock
+    passed the old onset: no alarm in 400 s)."""
+    out = _replay_scenario(tmp_path, """channels = ["ppg", "acc"]
+[[segment]]
+duration_s = 690
+hr_bpm = 80
+[[segment]]
+duration_s = 410
+hr_bpm = 150
+ramp_s = 0
+[[fault]]
+kind = "reboot"
+at_s = 700
+""", "[alarms.hr_high]\ndelay_s = 10\n")
+    hr = vitals(out, "heart_rate")
+    assert [v for v in hr if v["value"] > 130][-1]["device_time_s"] < 410  # the new clock
+    (raised,) = alarms(out, "hr_high")
+    assert raised["event"] == "raised"
+    assert 690 <= raised["onset_device_time_s"] < 700  # the crossing, before the reboot
+    assert raised["device_time_s"] < 700 + 2 + 8 + 4  # boot, first window, a hop or two
+
+
+def test_a_cgm_lost_at_a_reboot_is_stale_after_15_minutes_not_after_the_old_clock(tmp_path):
+    """Last CGM reading at 600 s, the wearable reboots at 700 s and the CGM is gone: cgm_stale
+    comes 15 min after the last reading (it used to wait for the new clock to pass the old
+    reading's time: 50 min instead of 15)."""
+    out = _replay_scenario(tmp_path, """channels = ["acc", "cgm"]
+[[segment]]
+duration_s = 1800
+hr_bpm = 70
+[[fault]]
+kind = "reboot"
+at_s = 700
+[[fault]]
+kind = "cgm_gap"
+at_s = 700
+duration_s = 1100
+""")
+    readings = vitals(out, "glucose")
+    assert readings[-1]["device_time_s"] == 600
+    (stale,) = alarms(out, "cgm_stale")
+    assert stale["event"] == "raised" and stale["value"] == pytest.approx(900, abs=2)
+    assert stale["device_time_s"] == pytest.approx(1500, abs=2)
