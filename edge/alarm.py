@@ -19,6 +19,7 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from edge.config import (
     AlarmsConfig,
@@ -240,6 +241,14 @@ class Alarm:
             if self.rule.kind == "physiological" else "")
         return self.end("cleared", ended)
 
+    def record(self) -> dict[str, Any]:
+        value = self.rule.reading(self.last) if self.last is not None else None
+        return {"alarm_id": self.active_id, "condition": self.rule.condition,
+                "priority": self.rule.config.priority, "kind": self.rule.kind,
+                "value": value if value is None or math.isfinite(value) else None,
+                "unit": self.rule.unit(self.last) if self.last is not None else "",
+                "acknowledged": self.acknowledged, "latched": self.condition_over}
+
     def _reminder(self, estimate: Estimate | Observation) -> AlarmEvent | None:
         t = estimate.device_time_s
         if (self.rule.config.priority != "high" or self.acknowledged or self.realert_s <= 0
@@ -280,6 +289,15 @@ class Alarm:
             rule.limit(self.moving) if measured else None, rule.unit(estimate),
             message or rule.describe(estimate, self.moving), estimate.device_time_s,
             self.onset_s if self.onset_s is not None else estimate.device_time_s, operator)
+
+
+def cleared_on_restart(device: str, rec: dict[str, Any], why: str,
+                       time_s: float) -> AlarmEvent:
+    """The last event of an alarm that was active when the runtime stopped and does not go on
+    after the restart, with the reason."""
+    return AlarmEvent(rec["alarm_id"], device, rec["condition"], "cleared", rec["priority"],
+                      rec["kind"], None, None, rec["unit"],
+                      f"{rec['condition']} cleared: {why}", time_s, time_s)
 
 
 class AlarmEngine:
@@ -336,6 +354,39 @@ class AlarmEngine:
                 events.append(alarm.end("cleared", f"{alarm.rule.label} alarm disabled by a "
                                                    "configuration reload"))
             del self._alarms[key]
+        return events
+
+    def snapshot(self, device: str) -> list[dict[str, Any]]:
+        """The device's active alarms, as edge.alarmstate keeps them across a restart."""
+        return [alarm.record() for (d, _), alarm in list(self._alarms.items())
+                if d == device and alarm.active_id is not None]
+
+    def restore(self, device: str, records: list[dict[str, Any]],
+                time_s: float = 0.0) -> list[AlarmEvent]:
+        """Alarms that were active when the runtime stopped: carried on (the data that comes
+        clears them as usual; a high-priority one is re-announced by the next estimate past
+        its limit) or cleared with the reason. A technical alarm about the previous process
+        (runtime_error, model_error) ends with it; one whose rule is now disabled ends."""
+        rules = {rule.condition: rule for rule in self._rules}
+        events = []
+        for rec in records:
+            rule = rules.get(rec["condition"])
+            if rule is None or rule.vital in (RUNTIME, FAULTS):
+                why = ("the runtime restarted" if rule is not None else
+                       "its rule is disabled in the configuration the runtime restarted with")
+                events.append(cleared_on_restart(device, rec, why, time_s))
+                continue
+            alarm = self._alarms[(device, rule.condition)] = Alarm(device, rule, self._realert_s)
+            alarm.active_id, alarm.acknowledged = rec["alarm_id"], rec["acknowledged"]
+            alarm.condition_over = rec["latched"]
+            alarm.last_alert_s = -math.inf
+            value = rec["value"]
+            if rule.vital in OBSERVATIONS:
+                alarm.last = Observation(device, rule.vital, value or 0.0, GOOD, time_s)
+            else:  # what the alarm last said, for the text of its next event
+                alarm.last = Estimate(device, rule.vital, value if not rule.field else math.nan,
+                                      rec["unit"], GOOD, None, time_s, "restored",
+                                      {rule.field: value} if rule.field else {})
         return events
 
     def is_active(self, device: str, condition: str) -> bool:

@@ -25,6 +25,7 @@ from edge.alarm import (
     AlarmEvent,
     Observation,
 )
+from edge.alarmstate import AlarmStateStore
 from edge.calibration import CalibrationStore
 from edge.commands import Command
 from edge.config import AlarmsConfig
@@ -93,7 +94,8 @@ class DevicePipeline:
 
     def __init__(self, device: str, models: list[Model], alarms: AlarmsConfig,
                  topics: Topics, *, strict: bool = False,
-                 calibrations: CalibrationStore | None = None) -> None:
+                 calibrations: CalibrationStore | None = None,
+                 alarm_store: AlarmStateStore | None = None) -> None:
         self.device, self.strict = device, strict
         self.rejected_frames = 0
         self.problems: set[str] = set()
@@ -111,6 +113,13 @@ class DevicePipeline:
         self._last_cgm_s: float | None = None  # session time of the newest CGM reading
         self._last_frame_wall: float | None = None  # monotonic time of the newest frame
         self._created_wall = time.monotonic()
+        self.alarm_store = alarm_store
+        # Alarms active before a restart: carried on, or cleared with the reason (published
+        # by the runtime at start).
+        self.restored: list[Message] = []
+        if alarm_store is not None:
+            self.restored = self._messages(self.alarms.restore(device,
+                                                               alarm_store.get(device)))
         self._next_age_check_s = -math.inf
         self._lock = threading.Lock()  # feed() on the reader thread, the rest on main
 
@@ -126,14 +135,13 @@ class DevicePipeline:
             self._restore_calibration()
             events = self.alarms.reconfigure(alarms)
             events += self._observe(RUNTIME, 0.0, GOOD)  # a reload worked: model_error ends
-            return [self.topics.message(e) for e in events]
+            return self._messages(events)
 
     def reload_failed(self) -> list[Message]:
         """A reload could not load a model or config: the previous ones keep running and a
         technical alarm says so until a reload succeeds."""
         with self._lock:
-            return [self.topics.message(e)
-                    for e in self._observe(RUNTIME, 1.0, RELOAD_FAILED)]
+            return self._messages(self._observe(RUNTIME, 1.0, RELOAD_FAILED))
 
     def command(self, command: Command) -> tuple[list[Message], str]:
         """Apply an operator command; returns its messages and what was done, or raises
@@ -147,7 +155,7 @@ class DevicePipeline:
             else:
                 events = self.alarms.silence(self.device, command.condition, command.operator,
                                              command.minutes * 60)
-            return ([self.topics.message(e) for e in events],
+            return (self._messages(events),
                     f"{command.command} {command.condition}: done")
 
     def _calibrate(self, command: Command) -> str:
@@ -179,7 +187,7 @@ class DevicePipeline:
             session_now = self.timeline.extrapolate(silent_s)
             events = self._observe(DATA_AGE, silent_s, GOOD, session_now)
             events += self._cgm_age(session_now, force=True)
-            return [self.topics.message(e) for e in events]
+            return self._messages(events)
 
     def _observe(self, kind: str, value: float, quality: str,
                  session_time_s: float | None = None) -> list[AlarmEvent]:
@@ -243,7 +251,13 @@ class DevicePipeline:
             events += self._observe(FAULTS, 0.0, GOOD, frame_time_s)
             self._faulted = self.alarms.is_active(self.device, "runtime_error")
         events += self._cgm_age(frame_time_s)
-        messages += [self.topics.message(e) for e in events]
+        messages += self._messages(events)
+
+    def _messages(self, events: list[AlarmEvent]) -> list[Message]:
+        """Alarm events as messages; the active set is saved when it may have changed."""
+        if self.alarm_store is not None and any(e.event != "reminder" for e in events):
+            self.alarm_store.put(self.device, self.alarms.snapshot(self.device))
+        return [self.topics.message(e) for e in events]
 
     def _fault(self, err: Exception, messages: list[Message]) -> list[Message]:
         """A fault on this device's path: logged (with the traceback the first time it is
@@ -260,7 +274,7 @@ class DevicePipeline:
         self._faulted = True
         try:
             events = self._observe(FAULTS, 1.0, FAULT)
-            messages += [self.topics.message(e) for e in events]
+            messages += self._messages(events)
         except Exception:  # the alarm path itself is broken: the log says it
             log.exception("device %s: the runtime_error alarm could not be raised", self.device)
         return messages

@@ -10,6 +10,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from edge.alarm import cleared_on_restart
+from edge.alarmstate import AlarmStateStore
 from edge.calibration import CalibrationStore
 from edge.commands import parse_command, reply_payload
 from edge.config import Config, load_config
@@ -22,6 +24,7 @@ from edge.publish import Outbox, Publisher
 
 log = logging.getLogger(__name__)
 TICK_S = 0.1
+ACTIVE_ALARMS_FILE = "active-alarms.json"
 
 
 def package_version() -> str:
@@ -51,9 +54,13 @@ class Runtime:
         self.outbox = Outbox(config.path(config.mqtt.outbox))
         self.publisher = Publisher(config.mqtt, self.topics, self.outbox, self.status)
         self.calibrations = CalibrationStore(config.path(config.calibration_file))
+        # Beside the calibrations: the state directory on a board.
+        self.alarm_store = AlarmStateStore(
+            config.path(config.calibration_file).with_name(ACTIVE_ALARMS_FILE))
         self.readers = [
             PortReader(device, DevicePipeline(device.name, self.models, config.alarms,
-                                              self.topics, calibrations=self.calibrations),
+                                              self.topics, calibrations=self.calibrations,
+                                              alarm_store=self.alarm_store),
                        self.publisher.publish, self.stop_event)
             for device in config.devices
         ]
@@ -139,9 +146,28 @@ class Runtime:
         reply = reply_payload(self.config.node, device, command_id, ok, reason, utc_now())
         self.publisher.publish(Message(self.topics.reply(device), reply, qos=1))
 
+    def _restored_alarms(self) -> None:
+        """Publish how the alarms active before this start go on or end (edge.alarmstate)."""
+        configured = {reader.device.name for reader in self.readers}
+        for device in self.alarm_store.devices():
+            if device not in configured:
+                for rec in self.alarm_store.get(device):
+                    self.publisher.publish(self.topics.message(cleared_on_restart(
+                        device, rec, "the device is no longer in the configuration", 0.0)))
+                self.alarm_store.put(device, [])
+        for reader in self.readers:
+            for message in reader.pipeline.restored:
+                self.publisher.publish(message)
+            carried = reader.pipeline.alarms.snapshot(reader.device.name)
+            if carried:
+                log.warning("device %s: %d alarm(s) active before the restart carried on: %s",
+                            reader.device.name, len(carried),
+                            ", ".join(r["condition"] for r in carried))
+
     def run(self) -> None:
         """Connect, read until stop() or SIGTERM/SIGINT, then shut down cleanly."""
         self.publisher.connect()
+        self._restored_alarms()
         for reader in self.readers:
             reader.start()
         log.info("ready in %.2f s: %d device(s), models %s on %s, broker %s:%s",
