@@ -60,6 +60,7 @@ _SEQ_MOD = 1 << 32  # the wire's seq is a u32
 # petabytes). Windows across such a gap would be bad anyway.
 MAX_HOLD_S = 120.0
 CLOCK_BACK_S = 5.0
+_ABSENT_CHECK_FRAMES = 64  # frames a secondary channel buffers before _bound looks at it
 
 
 def _flat(samples: np.ndarray) -> bool:
@@ -206,7 +207,17 @@ class ModelRunner:
         track.add(frame)
         if track.epochs != epochs and frame.channel == self.primary:
             self.next_end = self.size  # a new epoch of the pacing channel: windows restart
+        elif frame.channel != self.primary and len(track._raw) >= _ABSENT_CHECK_FRAMES:
+            self._bound(track)
         return self._ready_windows()
+
+    def _bound(self, track: ChannelTrack) -> None:
+        """Without the pacing channel (a BP model on a wearable with no ECG) no window
+        comes to discard the other channels' data: keep only their last window's worth, or
+        memory grows with every frame (4.3 MB per device-hour for a PPG-only wearable)."""
+        if self.tracks[self.primary].last_time_s < track.last_time_s - CHANNEL_ABSENT_S:
+            track._condition()
+            track.discard_before(track.end - self.size)
 
     def reset(self) -> None:
         """Drop every buffer (after a fault part-way through a frame): a fresh start."""

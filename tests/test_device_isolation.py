@@ -260,3 +260,21 @@ duration_s = 1100
     (stale,) = alarms(out, "cgm_stale")
     assert stale["event"] == "raised" and stale["value"] == pytest.approx(900, abs=2)
     assert stale["device_time_s"] == pytest.approx(1500, abs=2)
+
+
+def test_memory_stays_flat_when_a_models_pacing_channel_never_comes():
+    """A PPG + accelerometer wearable with the BP model loaded (it paces on the ECG, which
+    never comes): the BP runner used to keep every PPG frame, 4.3 MB per device-hour."""
+    models = [load_model(MODELS / f"{name}.json") for name in ("hr", "bp")]
+    device = DevicePipeline("d", models, AlarmsConfig(), Topics("w", "n"), strict=True)
+    data = [encode_frame(f) for _, f in frames(simulate(Scenario.constant(70, 1200), seed=5))]
+    tracemalloc.start()
+    try:
+        for i, frame in enumerate(data):
+            device.feed(frame)
+            if i == len(data) // 10:
+                early, _ = tracemalloc.get_traced_memory()  # after 2 min
+        late, _ = tracemalloc.get_traced_memory()  # after 20 min
+    finally:
+        tracemalloc.stop()
+    assert late - early < 100_000, (early, late)  # 18 min of 64 Hz PPG kept: ~1.3 MB
