@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edge.bundle import rule_output
 from edge.config import (
     AlarmsConfig,
     StaleDataAlarmConfig,
@@ -133,7 +134,7 @@ def _stale(config: StaleDataAlarmConfig) -> ThresholdAlarmConfig:
 
 
 def _rules(c: AlarmsConfig) -> list[_Rule]:
-    trend, soon = "trend_mg_dl_per_min", "glucose_20min"
+    trend, soon = "trend_mg_dl_per_min", rule_output("glucose_forecast", "forecast_20min")
     technical = "technical"
     rules = [
         _Rule("hr_high", "heart_rate", "Heart rate high", c.hr_high),

@@ -278,3 +278,26 @@ def test_memory_stays_flat_when_a_models_pacing_channel_never_comes():
     finally:
         tracemalloc.stop()
     assert late - early < 100_000, (early, late)  # 18 min of 64 Hz PPG kept: ~1.3 MB
+
+
+@pytest.mark.parametrize(("names", "needles"), [
+    (["glucose_in_20", "glucose_30min"], ["must declare the output(s) glucose_20min",
+                                          "alarm rule reads"]),
+    (["glucose_20min"], ["does not name the model's 2 output(s)"]),
+])
+def test_a_glucose_model_without_the_output_a_rule_reads_is_refused_at_load(
+        tmp_path, names, needles):
+    """urgent-low-soon reads the 20-min forecast by its declared name: a bundle that renames
+    or drops it is refused by `check` (it used to load and the alarm silently never fired)."""
+    models = tmp_path / "models"
+    shutil.copytree(MODELS, models)
+    manifest = json.loads((models / "glucose.json").read_text())
+    manifest["output_params"]["names"] = names
+    (models / "glucose.json").write_text(json.dumps(manifest))
+    (tmp_path / "edge.toml").write_text(f'models_dir = "{models}"\n')
+    result = edge("check", "--config", str(tmp_path / "edge.toml"))
+    assert result.returncode == 1, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in ["glucose.json", *needles]:
+        assert needle in lines[0], lines[0]
