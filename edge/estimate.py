@@ -522,7 +522,9 @@ class DeviceEstimator:
             try:
                 return self.glucose.add(frame), []
             except Exception as err:  # reported as a fault by the pipeline
-                return [], [err]
+                # The reading alone still alarms (urgent low needs no model): publish it
+                # without trend or forecast rather than lose it.
+                return GlucoseRunner(self.device, None).add(frame), [err]
         estimates: list[Estimate] = []
         problems: list[Exception] = []
         for runner in self.runners:

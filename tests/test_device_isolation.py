@@ -12,6 +12,7 @@ import sys
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from device_sim import Scenario, frames, simulate
@@ -19,7 +20,7 @@ from edge.config import AlarmsConfig
 from edge.infer import load_model
 from edge.messages import Topics
 from edge.pipeline import DevicePipeline
-from wire import Channel, encode_frame
+from wire import Channel, Frame, encode_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
@@ -301,3 +302,28 @@ def test_a_glucose_model_without_the_output_a_rule_reads_is_refused_at_load(
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     for needle in ["glucose.json", *needles]:
         assert needle in lines[0], lines[0]
+
+
+def test_a_glucose_model_that_faults_still_lets_every_reading_alarm(tmp_path):
+    """The forecaster raises on every reading (a bad bundle): each reading is still published
+    (without forecast) and urgent low still fires; runtime_error says what happened."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for suffix in ("tflite", "json"):
+        shutil.copy(MODELS / f"glucose.{suffix}", models)
+    manifest = json.loads((models / "glucose.json").read_text())
+    manifest["feature_params"]["not_a_parameter"] = 1
+    (models / "glucose.json").write_text(json.dumps(manifest))
+    device = DevicePipeline("cgm", [load_model(models / "glucose.json")], AlarmsConfig(),
+                            Topics("w", "n"))
+    got = []
+    readings = [110, 100, 90] + [80, 70, 60] * 3 + [50, 48]
+    for i, mg_dl in enumerate(readings):
+        frame = Frame(7, i, i * 300 * 10**6, Channel.CGM, 1 / 300,
+                      np.array([[mg_dl]], dtype="<i2"))
+        got += device.feed(encode_frame(frame))
+    payloads = [m.payload for m in got]
+    assert [p["value"] for p in payloads if p.get("vital") == "glucose"][-2:] == [50, 48]
+    conditions = {(p["condition"], p["event"]) for p in payloads if "alarm_id" in p}
+    assert {("glucose_urgent_low", "raised"), ("runtime_error", "raised")} <= conditions
+    assert device.faults == len(readings) - 11  # each reading with a full hour of history
