@@ -394,8 +394,6 @@ class GlucoseRunner:
         estimates = []
         for i, value in enumerate(frame.values[:, 0]):
             t = frame.timestamp_us / 1e6 + i / frame.sample_rate_hz
-            if self.readings and t < self.readings[-1][0] - CLOCK_BACK_S:
-                self.readings.clear()  # the device clock restarted (no BOOT): a new history
             if self.readings and t <= self.readings[-1][0]:
                 continue  # a repeated reading
             self.readings.append((t, float(value), bad))
@@ -519,6 +517,9 @@ class DeviceEstimator:
         value), after which that model starts afresh. One model's problem never costs another
         model the frame."""
         if frame.channel == Channel.CGM:
+            readings = self.glucose.readings
+            if readings and frame.timestamp_us / 1e6 < readings[-1][0] - CLOCK_BACK_S:
+                readings.clear()  # the device clock restarted without BOOT: a new history
             try:
                 return self.glucose.add(frame), []
             except Exception as err:  # reported as a fault by the pipeline

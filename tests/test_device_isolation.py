@@ -327,3 +327,18 @@ def test_a_glucose_model_that_faults_still_lets_every_reading_alarm(tmp_path):
     conditions = {(p["condition"], p["event"]) for p in payloads if "alarm_id" in p}
     assert {("glucose_urgent_low", "raised"), ("runtime_error", "raised")} <= conditions
     assert device.faults == len(readings) - 11  # each reading with a full hour of history
+
+
+def test_a_cgm_reading_stamped_far_ahead_does_not_hide_the_readings_after_it():
+    """One CGM frame stamped 2^63 us: every later reading used to be dropped as 'older than
+    the newest' (no glucose alarm ever again); now the clock restart starts a new history."""
+    device = DevicePipeline("cgm", [], AlarmsConfig(), Topics("w", "n"))
+    got = []
+    for i, mg_dl in enumerate([100, 90, 2**63, 80, 60, 50]):
+        t_us = 2**63 if mg_dl == 2**63 else i * 300 * 10**6
+        frame = Frame(7, i, t_us, Channel.CGM, 1 / 300,
+                      np.array([[min(mg_dl, 400)]], dtype="<i2"))
+        got += device.feed(encode_frame(frame))
+    values = [m.payload["value"] for m in got if m.topic.endswith("/vitals")]
+    assert values[-3:] == [80, 60, 50]
+    assert any(m.payload.get("condition") == "glucose_urgent_low" for m in got)
