@@ -342,3 +342,37 @@ def test_a_cgm_reading_stamped_far_ahead_does_not_hide_the_readings_after_it():
     values = [m.payload["value"] for m in got if m.topic.endswith("/vitals")]
     assert values[-3:] == [80, 60, 50]
     assert any(m.payload.get("condition") == "glucose_urgent_low" for m in got)
+
+
+def test_run_keeps_a_device_monitored_after_a_frame_stamped_2_63_us(
+        broker, mqtt_subscriber, tmp_path, processes):
+    """Case 3 through a real pty and `run`: one valid-CRC PPG frame stamped 2^63 us at 20 s
+    used to kill the reader thread (status still said connected: true); heart rate is
+    published to the end of the 60-s stream, the status shows the clock restarts."""
+    import threading
+
+    from device_sim.writers import PtyWriter
+
+    rec = simulate(Scenario.constant(75, 60), seed=6)
+    items, glitched = [], False
+    for send_time, frame in frames(rec):
+        if not glitched and send_time >= 20 and frame.channel == Channel.PPG:
+            frame, glitched = dataclasses.replace(frame, timestamp_us=2**63), True
+        items.append((send_time, encode_frame(frame)))
+    link = tmp_path / "wearable"
+    writer = PtyWriter(link=link, settle_s=1.0)
+    config = _config(tmp_path, broker.port, {"wrist-1": str(link)})
+    sub = mqtt_subscriber("wearable/#", broker=broker)
+    processes.start("-m", "edge", "run", "--config", str(config))
+    player = threading.Thread(target=lambda: writer.play(items, speed=4), daemon=True)
+    player.start()
+    try:
+        sub.wait_for(lambda m: m.topic == _topic("wrist-1", "vitals")
+                     and m.json()["device_time_s"] >= 56, timeout=90)
+        status = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                              and m.json()["devices"]["wrist-1"]["clock_epochs"] >= 2,
+                              timeout=30).json()
+        assert status["devices"]["wrist-1"]["faults"] == 0
+    finally:
+        player.join(timeout=30)
+        writer.close()
