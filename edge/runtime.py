@@ -11,6 +11,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from edge.alarm import cleared_on_restart
+from edge.alarmstate import AlarmStateStore
 from edge.calibration import CalibrationStore
 from edge.commands import CommandLog, parse_command, reply_payload
 from edge.config import Config, load_config
@@ -26,6 +28,7 @@ from edge.state import private_dir
 log = logging.getLogger(__name__)
 TICK_S = 0.1
 COMMANDS_PER_TICK = 20
+ACTIVE_ALARMS_FILE = "active-alarms.json"
 
 
 def package_version() -> str:
@@ -64,9 +67,12 @@ class Runtime:
         id_file = config.state_path(config.commands.id_file)
         private_dir(id_file.parent, "commands.id_file")
         self.command_log = CommandLog(id_file)
+        # Beside the calibrations: the state directory on a board.
+        self.alarm_store = AlarmStateStore(calibration_file.with_name(ACTIVE_ALARMS_FILE))
         self.readers = [
             PortReader(device, DevicePipeline(device.name, self.models, config.alarms,
-                                              self.topics, calibrations=self.calibrations),
+                                              self.topics, calibrations=self.calibrations,
+                                              alarm_store=self.alarm_store),
                        self.publisher.publish, self.stop_event)
             for device in config.devices
         ]
@@ -91,6 +97,8 @@ class Runtime:
                 "frames": pipeline.decoder.stats.as_dict() | {
                     "rejected": pipeline.rejected_frames},
                 "problems": sorted(pipeline.problems),
+                "faults": pipeline.faults,
+                "clock_epochs": pipeline.timeline.epochs,
                 "active_alarms": [c for _, c in pipeline.alarms.active()],
                 "bp_calibrated": None if pipeline.estimator.blood_pressure is None
                 else pipeline.estimator.blood_pressure.calibration is not None,
@@ -181,9 +189,28 @@ class Runtime:
             log.exception("device %s: the reply to command %s could not be sent", device,
                           command_id)
 
+    def _restored_alarms(self) -> None:
+        """Publish how the alarms active before this start go on or end (edge.alarmstate)."""
+        configured = {reader.device.name for reader in self.readers}
+        for device in self.alarm_store.devices():
+            if device not in configured:
+                for rec in self.alarm_store.get(device):
+                    self.publisher.publish(self.topics.message(cleared_on_restart(
+                        device, rec, "the device is no longer in the configuration", 0.0)))
+                self.alarm_store.put(device, [])
+        for reader in self.readers:
+            for message in reader.pipeline.restored:
+                self.publisher.publish(message)
+            carried = reader.pipeline.alarms.snapshot(reader.device.name)
+            if carried:
+                log.warning("device %s: %d alarm(s) active before the restart carried on: %s",
+                            reader.device.name, len(carried),
+                            ", ".join(r["condition"] for r in carried))
+
     def run(self) -> None:
         """Connect, read until stop() or SIGTERM/SIGINT, then shut down cleanly."""
         self.publisher.connect()
+        self._restored_alarms()
         for reader in self.readers:
             reader.start()
         log.info("ready in %.2f s: %d device(s), models %s on %s, broker %s:%s (%s)",
@@ -201,8 +228,7 @@ class Runtime:
             if time.monotonic() >= next_age_check:
                 next_age_check += AGE_CHECK_S
                 for reader in self.readers:
-                    for message in reader.pipeline.tick():
-                        self.publisher.publish(message)
+                    self._tick(reader)
             # A bounded batch per tick: a command flood cannot starve alarms and status.
             for _ in range(COMMANDS_PER_TICK):
                 try:
@@ -213,6 +239,13 @@ class Runtime:
                 self.publisher.publish_status(self.status("online"))
                 next_status += self.config.mqtt.status_interval_s
         self._shutdown()
+
+    def _tick(self, reader: PortReader) -> None:
+        try:
+            for message in reader.pipeline.tick():
+                self.publisher.publish(message)
+        except Exception:  # one device's fault must not stop the others' housekeeping
+            log.exception("device %s: fault in its wall-clock checks", reader.device.name)
 
     def stop(self) -> None:
         self.stop_event.set()
