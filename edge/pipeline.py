@@ -268,9 +268,9 @@ class DevicePipeline:
         kind = f"{type(err).__name__}: {err}"[:200]
         if kind not in self._fault_kinds and len(self._fault_kinds) < MAX_FAULT_KINDS:
             self._fault_kinds.add(kind)
-            # replay (strict) reports faults in its summary: no traceback among its output
+            # replay (quiet) reports faults in its summary: no traceback among its output
             log.error("device %s: runtime fault, skipped (%s); monitoring goes on", self.device,
-                      kind, exc_info=None if self.strict else err)
+                      kind, exc_info=None if self.strict or self.quiet else err)
         else:
             log.debug("device %s: runtime fault again: %s", self.device, kind)
         self._faulted = True

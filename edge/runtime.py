@@ -67,8 +67,7 @@ class Runtime:
         id_file = config.state_path(config.commands.id_file)
         private_dir(id_file.parent, "commands.id_file")
         self.command_log = CommandLog(id_file)
-        # Beside the calibrations: the state directory on a board.
-        self.alarm_store = AlarmStateStore(calibration_file.with_name(ACTIVE_ALARMS_FILE))
+        self.alarm_store = AlarmStateStore(config.state_path(ACTIVE_ALARMS_FILE))
         self.readers = [
             PortReader(device, DevicePipeline(device.name, self.models, config.alarms,
                                               self.topics, calibrations=self.calibrations,

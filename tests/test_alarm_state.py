@@ -28,7 +28,7 @@ def test_an_alarm_active_at_a_crash_is_carried_on_and_cleared_by_the_data_after_
     config = edge_config(tmp_path, pty, broker.port)
     first = processes.start("-m", "edge", "run", "--config", str(config))
     raised = sub.wait_for(_alarms("raised"), timeout=90).json()
-    state = tmp_path / "active-alarms.json"
+    state = tmp_path / "state" / "active-alarms.json"  # the config's state_dir
     kept = json.loads(state.read_text())["devices"]["wrist-1"]
     assert [r["alarm_id"] for r in kept] == [raised["alarm_id"]]
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
