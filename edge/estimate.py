@@ -329,25 +329,37 @@ class BloodPressureRunner(ModelRunner):
 
 class GlucoseRunner:
     """CGM readings -> glucose estimates: the reading itself (alarms on it need no model),
-    its trend (least-squares slope over the last TREND_SPAN_S) and, with the glucose model,
-    its forecasts (e.g. `glucose_20min`), when the model's whole history is contiguous."""
+    its trend and, with the glucose model, its forecasts (e.g. `glucose_20min`).
 
-    PERIOD_S = 300.0  # one reading every 5 min
-    TREND_SPAN_S = 15 * 60.0
-    TREND_MIN_READINGS = 3
+    CGMs read every 1, 5 or 15 minutes, some irregularly, and miss readings. Trend and model
+    both work on the model's own grid (GRID_S, 5 min, anchored at the newest reading): the
+    readings are interpolated linearly onto it within a short gap (MAX_GAP_S: a 15-min CGM, or
+    two missed 5-min readings) and never across a longer one. A grid that a gap breaks
+    gives no forecast (details say so, `forecast_available` false), never a guess.
+    """
+
+    GRID_S = 300.0  # the trend's grid; a glucose model brings its own (1 / its rate)
+    MAX_GAP_S = 1000.0  # readings further apart than this (16.7 min) are not bridged
+    EDGE_S = 60.0  # the oldest grid point may lie this far before the first reading (held)
+    TREND_SPAN_S = 15 * 60.0  # least-squares slope over the grid points of the last 15 min ...
+    TREND_MIN_SPAN_S = 10 * 60.0  # ... or at least of the last 10 min (three 5-min readings)
 
     def __init__(self, device: str, model: Model | None) -> None:
         self.device, self.model = device, model
-        self.history = 4
         self.label = "cgm"
+        self.grid_s = self.GRID_S
+        self.span_s = self.TREND_SPAN_S
         if model is not None:
             m = model.manifest
             self.feature = get_feature(m.features)
             self.params = dict(m.feature_params, fs=m.sample_rate_hz)
-            self.history = max(self.history, m.preprocessing.window_samples)
+            self.model_grid_s = 1.0 / m.sample_rate_hz
+            self.model_points = m.preprocessing.window_samples
+            self.span_s = max(self.span_s, (self.model_points - 1) * self.model_grid_s)
             self.names = m.output_params.get("names") or [m.task]
             self.label = f"{m.name}@{m.version}"
-        self.readings: deque[tuple[float, float, bool]] = deque(maxlen=self.history)
+        # (device time s, mg/dL, bad) of the readings the grids may still need, oldest first
+        self.readings: deque[tuple[float, float, bool]] = deque()
         self.last_reading_s: float | None = None
 
     def add(self, frame: Frame) -> list[Estimate]:
@@ -359,40 +371,63 @@ class GlucoseRunner:
         # "HIGH" at its range limit: a real, alarming reading.
         bad = bool(frame.flags & Flag.LEAD_OFF)
         estimates = []
-        for i, value in enumerate(frame.values[:, 0]):
+        values = frame.values[:, 0]
+        newest = frame.timestamp_us / 1e6 + (len(values) - 1) / frame.sample_rate_hz
+        for i, value in enumerate(values):
             t = frame.timestamp_us / 1e6 + i / frame.sample_rate_hz
             if self.readings and t <= self.readings[-1][0]:
-                continue  # a repeated reading
+                continue  # a repeated reading (or one from before the newest: not history)
+            interval = t - self.readings[-1][0] if self.readings else None
             self.readings.append((t, float(value), bad))
+            while self.readings[0][0] < t - self.span_s - self.MAX_GAP_S:
+                self.readings.popleft()
             self.last_reading_s = t
+            details = self._details(bad)
+            details["reading_age_s"] = round(max(newest - t, 0.0), 1)
+            details["interval_s"] = None if interval is None else round(interval, 1)
             estimates.append(Estimate(self.device, "glucose", float(value), "mg/dL",
-                                      SENSOR if bad else GOOD, None, t, self.label,
-                                      self._details()))
+                                      SENSOR if bad else GOOD, None, t, self.label, details))
         return estimates
 
-    def _contiguous(self, n: int) -> list[tuple[float, float, bool]] | None:
-        """The last n readings if none is missing or bad."""
-        recent = list(self.readings)[-n:]
-        if len(recent) < n or any(bad for _, _, bad in recent):
+    def grid(self, step_s: float, points: int) -> np.ndarray | None:
+        """The glucose at the newest reading and the `points - 1` grid points before it,
+        `step_s` apart, oldest first; None if the newest reading is bad, the history is too
+        short, or a gap longer than MAX_GAP_S (or a bad reading's gap) lies inside."""
+        if not self.readings or self.readings[-1][2]:
             return None
-        gaps = np.diff([t for t, _, _ in recent])
-        return recent if np.all(gaps <= 1.5 * self.PERIOD_S) else None
+        good = [(t, g) for t, g, bad in self.readings if not bad]
+        ts = np.array([t for t, _ in good])
+        gs = np.array([g for _, g in good])
+        times = ts[-1] - step_s * np.arange(points - 1, -1, -1)
+        if times[0] < ts[0] - self.EDGE_S:
+            return None
+        # Every grid point must lie between two readings at most MAX_GAP_S apart (or on one).
+        after = np.clip(np.searchsorted(ts, times, side="left"), 0, len(ts) - 1)
+        before = np.clip(after - 1, 0, None)
+        spans = np.where(ts[after] == times, 0.0, ts[after] - ts[before])
+        if np.any(spans > self.MAX_GAP_S):
+            return None
+        return np.interp(times, ts, gs)
 
-    def _details(self) -> dict[str, float | None]:
+    def _details(self, bad: bool) -> dict[str, float | None]:
         details: dict[str, float | None] = {"trend_mg_dl_per_min": None}
-        now = self.readings[-1][0]
-        recent = [r for r in self.readings if r[0] >= now - self.TREND_SPAN_S - 1.0]
-        if len(recent) >= self.TREND_MIN_READINGS and self._contiguous(len(recent)):
-            t, g = np.array([r[0] for r in recent]) / 60.0, [r[1] for r in recent]
-            details["trend_mg_dl_per_min"] = round(float(np.polyfit(t, g, 1)[0]), 2)
+        if not bad:
+            for span in (self.TREND_SPAN_S, self.TREND_MIN_SPAN_S):
+                n = round(span / self.grid_s) + 1
+                g = self.grid(self.grid_s, n)
+                if g is not None:
+                    slope = np.polyfit(np.arange(n) * self.grid_s / 60.0, g, 1)[0]
+                    details["trend_mg_dl_per_min"] = round(float(slope), 2)
+                    break
         if self.model is None:
+            details["forecast_available"] = False
             return details
-        window = self._contiguous(self.model.manifest.preprocessing.window_samples)
-        forecasts = [None] * len(self.names)
+        window = None if bad else self.grid(self.model_grid_s, self.model_points)
+        forecasts: list[float | None] = [None] * len(self.names)
         if window is not None:
-            cgm = np.array([[g] for _, g, _ in window])
             forecasts = [round(float(v), 1) for v in
-                         self.model.estimates(self.feature(cgm, **self.params))]
+                         self.model.estimates(self.feature(window[:, None], **self.params))]
+        details["forecast_available"] = window is not None
         return details | dict(zip(self.names, forecasts, strict=True))
 
 
@@ -471,7 +506,7 @@ class DeviceEstimator:
         self.runners = runners
         readings = self.glucose.readings
         self.glucose = GlucoseRunner(self.device, glucose)
-        self.glucose.readings.extend(readings)
+        self.glucose.readings.extend(readings)  # trimmed to the new span on the next reading
         self.glucose.last_reading_s = readings[-1][0] if readings else None
 
     @property
