@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.errors import CommandError, ModelError, StreamError
-from edge.features import get_feature, motion_rms_g
+from edge.features import CGM_MAX_GAP_S, cgm_on_grid, get_feature, motion_rms_g
 from edge.infer import Model
 from edge.signal import Conditioner
 from wire import Channel, Flag, Frame
@@ -333,14 +333,12 @@ class GlucoseRunner:
 
     CGMs read every 1, 5 or 15 minutes, some irregularly, and miss readings. Trend and model
     both work on the model's own grid (GRID_S, 5 min, anchored at the newest reading): the
-    readings are interpolated linearly onto it within a short gap (MAX_GAP_S: a 15-min CGM, or
+    readings are interpolated linearly onto it within a short gap (CGM_MAX_GAP_S: a 15-min CGM, or
     two missed 5-min readings) and never across a longer one. A grid that a gap breaks
     gives no forecast (details say so, `forecast_available` false), never a guess.
     """
 
     GRID_S = 300.0  # the trend's grid; a glucose model brings its own (1 / its rate)
-    MAX_GAP_S = 1000.0  # readings further apart than this (16.7 min) are not bridged
-    EDGE_S = 60.0  # the oldest grid point may lie this far before the first reading (held)
     TREND_SPAN_S = 15 * 60.0  # least-squares slope over the grid points of the last 15 min ...
     TREND_MIN_SPAN_S = 10 * 60.0  # ... or at least of the last 10 min (three 5-min readings)
 
@@ -379,7 +377,7 @@ class GlucoseRunner:
                 continue  # a repeated reading (or one from before the newest: not history)
             interval = t - self.readings[-1][0] if self.readings else None
             self.readings.append((t, float(value), bad))
-            while self.readings[0][0] < t - self.span_s - self.MAX_GAP_S:
+            while self.readings[0][0] < t - self.span_s - CGM_MAX_GAP_S:
                 self.readings.popleft()
             self.last_reading_s = t
             details = self._details(bad)
@@ -392,22 +390,14 @@ class GlucoseRunner:
     def grid(self, step_s: float, points: int) -> np.ndarray | None:
         """The glucose at the newest reading and the `points - 1` grid points before it,
         `step_s` apart, oldest first; None if the newest reading is bad, the history is too
-        short, or a gap longer than MAX_GAP_S (or a bad reading's gap) lies inside."""
+        short, or a gap longer than CGM_MAX_GAP_S (a bad reading leaves one) lies inside."""
         if not self.readings or self.readings[-1][2]:
             return None
         good = [(t, g) for t, g, bad in self.readings if not bad]
         ts = np.array([t for t, _ in good])
-        gs = np.array([g for _, g in good])
-        times = ts[-1] - step_s * np.arange(points - 1, -1, -1)
-        if times[0] < ts[0] - self.EDGE_S:
-            return None
-        # Every grid point must lie between two readings at most MAX_GAP_S apart (or on one).
-        after = np.clip(np.searchsorted(ts, times, side="left"), 0, len(ts) - 1)
-        before = np.clip(after - 1, 0, None)
-        spans = np.where(ts[after] == times, 0.0, ts[after] - ts[before])
-        if np.any(spans > self.MAX_GAP_S):
-            return None
-        return np.interp(times, ts, gs)
+        values = cgm_on_grid(ts, np.array([g for _, g in good]),
+                             ts[-1] - step_s * np.arange(points - 1, -1, -1))
+        return None if np.isnan(values).any() else values
 
     def _details(self, bad: bool) -> dict[str, float | None]:
         details: dict[str, float | None] = {"trend_mg_dl_per_min": None}
