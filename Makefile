@@ -10,11 +10,13 @@ PYTHON ?= python3
 VENV ?= .venv
 EXTRAS ?= runtime,training,dev
 PYTEST_ARGS ?=
+# Real CGM traces the glucose model is trained and scored on (not in the repository).
+CGM_DATA ?= ../shared/datasets/cgm
 BIN := $(VENV)/bin
 # Touched after a successful install; older than pyproject.toml means "install again".
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv mosquitto test lint demo bench models clean distclean
+.PHONY: help venv mosquitto test lint demo bench models eval clean distclean
 
 help: ## List the targets
 	@echo "Usage: make <target>"
@@ -67,7 +69,12 @@ bench: venv mosquitto ## Run the benchmarks
 	$(BIN)/python -m bench
 
 models: venv ## Train, quantise and evaluate every model into models/ (needs TensorFlow)
-	$(BIN)/wearable-train all --out models
+	@[ -d "$(CGM_DATA)" ] || echo "warning: no real CGM traces at $(CGM_DATA) (CGM_DATA=...):" \
+		"the glucose model is trained on the simulator alone, unlike the shipped one" >&2
+	$(BIN)/wearable-train all --out models $(if $(wildcard $(CGM_DATA)),--real-data $(CGM_DATA),)
+
+eval: venv ## Score the shipped models on real held-out data (needs ../shared/datasets)
+	$(BIN)/wearable-train evaluate glucose --models models --real-data $(CGM_DATA)
 
 clean: ## Remove caches and build output (keeps .venv and models/)
 	rm -rf build dist .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -387,37 +387,46 @@ class GlucoseRunner:
                                       SENSOR if bad else GOOD, None, t, self.label, details))
         return estimates
 
-    def grid(self, step_s: float, points: int) -> np.ndarray | None:
+    def grid(self, step_s: float, points: int) -> np.ndarray:
         """The glucose at the newest reading and the `points - 1` grid points before it,
-        `step_s` apart, oldest first; None if the newest reading is bad, the history is too
-        short, or a gap longer than CGM_MAX_GAP_S (a bad reading leaves one) lies inside."""
+        `step_s` apart, oldest first; NaN where a gap longer than CGM_MAX_GAP_S (a bad
+        reading leaves one) or the start of the history lies, all NaN if the newest reading
+        is bad."""
         if not self.readings or self.readings[-1][2]:
-            return None
-        good = [(t, g) for t, g, bad in self.readings if not bad]
-        ts = np.array([t for t, _ in good])
-        values = cgm_on_grid(ts, np.array([g for _, g in good]),
-                             ts[-1] - step_s * np.arange(points - 1, -1, -1))
-        return None if np.isnan(values).any() else values
+            return np.full(points, np.nan)
+        ts = np.fromiter((t for t, _, bad in self.readings if not bad), float)
+        gs = np.fromiter((g for _, g, bad in self.readings if not bad), float)
+        return cgm_on_grid(ts, gs, ts[-1] - step_s * np.arange(points - 1, -1, -1))
+
+    @staticmethod
+    def _slope_per_min(values: np.ndarray, step_s: float) -> float:
+        x = np.arange(len(values)) - (len(values) - 1) / 2.0
+        return float(x @ values / (x @ x)) * 60.0 / step_s  # least-squares line, closed form
 
     def _details(self, bad: bool) -> dict[str, float | None]:
         details: dict[str, float | None] = {"trend_mg_dl_per_min": None}
+        n_trend = round(self.TREND_SPAN_S / self.grid_s) + 1
+        n_min = round(self.TREND_MIN_SPAN_S / self.grid_s) + 1
+        same_grid = self.model is not None and self.model_grid_s == self.grid_s
+        points = max(n_trend, self.model_points) if same_grid else n_trend
+        values = self.grid(self.grid_s, points)  # one grid serves trend and model
         if not bad:
-            for span in (self.TREND_SPAN_S, self.TREND_MIN_SPAN_S):
-                n = round(span / self.grid_s) + 1
-                g = self.grid(self.grid_s, n)
-                if g is not None:
-                    slope = np.polyfit(np.arange(n) * self.grid_s / 60.0, g, 1)[0]
-                    details["trend_mg_dl_per_min"] = round(float(slope), 2)
+            for n in (n_trend, n_min):
+                if not np.isnan(values[-n:]).any():
+                    slope = self._slope_per_min(values[-n:], self.grid_s)
+                    details["trend_mg_dl_per_min"] = round(slope, 2)
                     break
         if self.model is None:
             details["forecast_available"] = False
             return details
-        window = None if bad else self.grid(self.model_grid_s, self.model_points)
+        window = (values[-self.model_points:] if same_grid
+                  else self.grid(self.model_grid_s, self.model_points))
+        available = not bad and not np.isnan(window).any()
         forecasts: list[float | None] = [None] * len(self.names)
-        if window is not None:
+        if available:
             forecasts = [round(float(v), 1) for v in
                          self.model.estimates(self.feature(window[:, None], **self.params))]
-        details["forecast_available"] = window is not None
+        details["forecast_available"] = available
         return details | dict(zip(self.names, forecasts, strict=True))
 
 
