@@ -390,6 +390,26 @@ def evaluate_bundle(manifest_path: Path, real: dict[str, RealSet], log: Callable
     return result
 
 
+_SOURCE_ROWS = (
+    ("AZT1D", "25 (T1D)", "Dexcom G6 Pro, 5 min", "CC BY 4.0",
+     "Khamesian et al. 2025, IEEE BSN; doi:10.17632/gk9m674wcx.1"),
+    ("Bris-T1D_Open", "20 (T1D, young adults)",
+     "Dexcom G6 / One, Libre 2 (15 min), Medtronic Guardian 4", "CC BY 4.0",
+     "James et al. 2025, arXiv:2507.17757; doi:10.5523/bris.33z5jc8fa6tob21ptrugzqog08"),
+    ("Colas_2019", "208 (mostly no diabetes, some T2D)", "Medtronic iPro, 5 min, 1-2 days",
+     "CC BY 4.0", "Colás et al. 2019, PLoS ONE 14(12):e0225817"),
+    ("HUPA-UCM", "25 (T1D)", "FreeStyle Libre 2", "CC BY 4.0",
+     "Hidalgo et al. 2024, Data in Brief 55:110559; doi:10.17632/3hbcscwz44.1"),
+    ("PhysioCGM", "9 (T1D)", "Dexcom G6, irregular ~5 min", "CC0 1.0",
+     "Quamer et al. 2025, Sci Data 12:1822; doi:10.6084/m9.figshare.28136294.v1"),
+    ("T1D-UOM", "17 (T1D)", "5 min", "CC BY 4.0",
+     "Alsuhaymi et al. 2025, Sci Data 12:1379; doi:10.5281/zenodo.15806142"),
+)
+SOURCES = ("Real CGM traces (Glucose-ML harmonised extracts, one CSV per person):\n\n"
+           "| dataset | people | CGM | licence | source |\n|---|---|---|---|---|\n"
+           + "".join(f"| {' | '.join(row)} |\n" for row in _SOURCE_ROWS))
+
+
 def markdown(result: dict, targets: dict[str, float]) -> str:
     """The model card's real-data section."""
     f = result["forecast"]
@@ -443,7 +463,7 @@ def markdown(result: dict, targets: dict[str, float]) -> str:
     lines += ["", "### Targets on real held-out people", "", "| target | result | met |",
               "|---|---|---|"]
     lines += [f"| {t} | {r} | {'yes' if ok else '**no**'} |" for t, r, ok in checks]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + SOURCES
 
 
 def evaluate_main(models: Path, root: Path) -> int:
