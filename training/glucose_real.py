@@ -297,7 +297,7 @@ def urgent_low_metrics(pred_20: np.ndarray, real: RealSet, threshold: float,
 
 def tune_urgent_low(pred_20: np.ndarray, real: RealSet, window_readings: int,
                     min_recall_pct: float = 90.0,
-                    thresholds: Sequence[float] = tuple(range(45, 81, 1)),
+                    thresholds: Sequence[float] = tuple(range(55, 71, 1)),
                     persistences: Sequence[int] = (1, 2)) -> tuple[float, int, dict]:
     """Threshold and persistence of the urgent-low-soon alert, chosen on validation people.
 
