@@ -135,3 +135,20 @@ def test_replaying_a_sample_of_real_traces_never_crashes():
     for path in sample:
         summary = replay_trace(path, max_days=3.0)
         assert summary["readings"] > 0 and summary["vitals"] == summary["readings"]
+
+
+def test_evaluate_names_unknown_models_and_missing_bundles(tmp_path, capsys):
+    from training.cli import main
+
+    assert main(["evaluate", "nope"]) == 2
+    assert "unknown model 'nope' to evaluate; valid: glucose" in capsys.readouterr().err
+    assert main(["evaluate", "glucose", "--models", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no glucose bundle" in err and "make models" in err
+
+
+def test_real_data_is_for_the_glucose_model_only(tmp_path, capsys):
+    from training.cli import main
+
+    assert main(["hr", "--out", str(tmp_path / "o"), "--real-data", str(tmp_path)]) == 2
+    assert "--real-data is for the glucose model" in capsys.readouterr().err
