@@ -16,13 +16,15 @@ DEMO_EXTRAS ?= runtime
 TEST_EXTRAS ?= runtime,training,dev
 EXTRAS ?= $(TEST_EXTRAS)
 PYTEST_ARGS ?=
+# Real CGM traces the glucose model is trained and scored on (not in the repository).
+CGM_DATA ?= ../shared/datasets/cgm
 BIN := $(VENV)/bin
 comma := ,
 # Touched after a successful install of one extras set; older than pyproject.toml means
 # "install again". .installed-runtime+training+dev for runtime,training,dev.
 stamp = $(VENV)/.installed-$(subst $(comma),+,$(1))
 
-.PHONY: help venv mosquitto test lint demo bench models clean distclean
+.PHONY: help venv mosquitto test lint demo bench models eval clean distclean
 
 help: ## List the targets
 	@echo "Usage: make <target>"
@@ -75,7 +77,12 @@ bench: $(call stamp,$(DEMO_EXTRAS)) mosquitto ## Run the benchmarks
 	$(BIN)/python -m bench
 
 models: $(call stamp,$(TEST_EXTRAS)) ## Train, quantise and evaluate every model into models/ (needs TensorFlow)
-	$(BIN)/wearable-train all --out models
+	@[ -d "$(CGM_DATA)" ] || echo "warning: no real CGM traces at $(CGM_DATA) (CGM_DATA=...):" \
+		"the glucose model is trained on the simulator alone, unlike the shipped one" >&2
+	$(BIN)/wearable-train all --out models $(if $(wildcard $(CGM_DATA)),--real-data $(CGM_DATA),)
+
+eval: $(call stamp,$(TEST_EXTRAS)) ## Score the shipped models on real held-out data (needs ../shared/datasets)
+	$(BIN)/wearable-train evaluate glucose --models models --real-data $(CGM_DATA)
 
 clean: ## Remove caches and build output (keeps .venv and models/)
 	rm -rf build dist .pytest_cache .ruff_cache .hypothesis *.egg-info

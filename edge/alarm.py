@@ -119,6 +119,10 @@ class _Rule:
         if self.bad:
             return self.label
         v = self.reading(e)
+        if v is None:  # e.g. no forecast on this reading (a gap in the history): say so
+            what = "forecast" if self.field.startswith("glucose_") else (
+                "trend" if self.field.startswith("trend") else "value")
+            return f"{self.label}: no {what} on this reading (limit {self.limit(moving):g})"
         if self.kind == "technical":  # a stale-data rule: the reading is an age in seconds
             return f"{self.label}: nothing for {v / 60:.0f} min" if v >= 120 else (
                 f"{self.label}: nothing for {v:.0f} s")
@@ -237,9 +241,10 @@ class Alarm:
         if c.latching and not self.acknowledged:
             self.condition_over = True
             return None
+        v = self.rule.reading(estimate)
         ended = f"{self.rule.label} ended" + (
-            f": {round(self.rule.reading(estimate), 1):g} {self.rule.unit(estimate)}"
-            if self.rule.kind == "physiological" else "")
+            f": {round(v, 1):g} {self.rule.unit(estimate)}"
+            if self.rule.kind == "physiological" and v is not None else "")
         return self.end("cleared", ended)
 
     def record(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.errors import CommandError, ModelError, StreamError
-from edge.features import get_feature, motion_rms_g
+from edge.features import CGM_MAX_GAP_S, cgm_on_grid, get_feature, motion_rms_g
 from edge.infer import Model
 from edge.signal import Conditioner
 from wire import Channel, Flag, Frame
@@ -385,25 +385,35 @@ class BloodPressureRunner(ModelRunner):
 
 class GlucoseRunner:
     """CGM readings -> glucose estimates: the reading itself (alarms on it need no model),
-    its trend (least-squares slope over the last TREND_SPAN_S) and, with the glucose model,
-    its forecasts (e.g. `glucose_20min`), when the model's whole history is contiguous."""
+    its trend and, with the glucose model, its forecasts (e.g. `glucose_20min`).
 
-    PERIOD_S = 300.0  # one reading every 5 min
-    TREND_SPAN_S = 15 * 60.0
-    TREND_MIN_READINGS = 3
+    CGMs read every 1, 5 or 15 minutes, some irregularly, and miss readings. Trend and model
+    both work on the model's own grid (GRID_S, 5 min, anchored at the newest reading): the
+    readings are interpolated linearly onto it within a short gap (CGM_MAX_GAP_S: a 15-min CGM, or
+    two missed 5-min readings) and never across a longer one. A grid that a gap breaks
+    gives no forecast (details say so, `forecast_available` false), never a guess.
+    """
+
+    GRID_S = 300.0  # the trend's grid; a glucose model brings its own (1 / its rate)
+    TREND_SPAN_S = 15 * 60.0  # least-squares slope over the grid points of the last 15 min ...
+    TREND_MIN_SPAN_S = 10 * 60.0  # ... or at least of the last 10 min (three 5-min readings)
 
     def __init__(self, device: str, model: Model | None) -> None:
         self.device, self.model = device, model
-        self.history = 4
         self.label = "cgm"
+        self.grid_s = self.GRID_S
+        self.span_s = self.TREND_SPAN_S
         if model is not None:
             m = model.manifest
             self.feature = get_feature(m.features)
             self.params = dict(m.feature_params, fs=m.sample_rate_hz)
-            self.history = max(self.history, m.preprocessing.window_samples)
+            self.model_grid_s = 1.0 / m.sample_rate_hz
+            self.model_points = m.preprocessing.window_samples
+            self.span_s = max(self.span_s, (self.model_points - 1) * self.model_grid_s)
             self.names = m.output_params.get("names") or [m.task]
             self.label = f"{m.name}@{m.version}"
-        self.readings: deque[tuple[float, float, bool]] = deque(maxlen=self.history)
+        # (device time s, mg/dL, bad) of the readings the grids may still need, oldest first
+        self.readings: deque[tuple[float, float, bool]] = deque()
         self.last_reading_s: float | None = None
 
     def add(self, frame: Frame) -> list[Estimate]:
@@ -415,40 +425,64 @@ class GlucoseRunner:
         # "HIGH" at its range limit: a real, alarming reading.
         bad = bool(frame.flags & Flag.LEAD_OFF)
         estimates = []
-        for i, value in enumerate(frame.values[:, 0]):
+        values = frame.values[:, 0]
+        newest = frame.timestamp_us / 1e6 + (len(values) - 1) / frame.sample_rate_hz
+        for i, value in enumerate(values):
             t = frame.timestamp_us / 1e6 + i / frame.sample_rate_hz
             if self.readings and t <= self.readings[-1][0]:
-                continue  # a repeated reading
+                continue  # a repeated reading (or one from before the newest: not history)
+            interval = t - self.readings[-1][0] if self.readings else None
             self.readings.append((t, float(value), bad))
+            while self.readings[0][0] < t - self.span_s - CGM_MAX_GAP_S:
+                self.readings.popleft()
             self.last_reading_s = t
+            details = self._details(bad)
+            details["reading_age_s"] = round(max(newest - t, 0.0), 1)
+            details["interval_s"] = None if interval is None else round(interval, 1)
             estimates.append(Estimate(self.device, "glucose", float(value), "mg/dL",
-                                      SENSOR if bad else GOOD, None, t, self.label,
-                                      self._details()))
+                                      SENSOR if bad else GOOD, None, t, self.label, details))
         return estimates
 
-    def _contiguous(self, n: int) -> list[tuple[float, float, bool]] | None:
-        """The last n readings if none is missing or bad."""
-        recent = list(self.readings)[-n:]
-        if len(recent) < n or any(bad for _, _, bad in recent):
-            return None
-        gaps = np.diff([t for t, _, _ in recent])
-        return recent if np.all(gaps <= 1.5 * self.PERIOD_S) else None
+    def grid(self, step_s: float, points: int) -> np.ndarray:
+        """The glucose at the newest reading and the `points - 1` grid points before it,
+        `step_s` apart, oldest first; NaN where a gap longer than CGM_MAX_GAP_S (a bad
+        reading leaves one) or the start of the history lies, all NaN if the newest reading
+        is bad."""
+        if not self.readings or self.readings[-1][2]:
+            return np.full(points, np.nan)
+        ts = np.fromiter((t for t, _, bad in self.readings if not bad), float)
+        gs = np.fromiter((g for _, g, bad in self.readings if not bad), float)
+        return cgm_on_grid(ts, gs, ts[-1] - step_s * np.arange(points - 1, -1, -1))
 
-    def _details(self) -> dict[str, float | None]:
+    @staticmethod
+    def _slope_per_min(values: np.ndarray, step_s: float) -> float:
+        x = np.arange(len(values)) - (len(values) - 1) / 2.0
+        return float(x @ values / (x @ x)) * 60.0 / step_s  # least-squares line, closed form
+
+    def _details(self, bad: bool) -> dict[str, float | None]:
         details: dict[str, float | None] = {"trend_mg_dl_per_min": None}
-        now = self.readings[-1][0]
-        recent = [r for r in self.readings if r[0] >= now - self.TREND_SPAN_S - 1.0]
-        if len(recent) >= self.TREND_MIN_READINGS and self._contiguous(len(recent)):
-            t, g = np.array([r[0] for r in recent]) / 60.0, [r[1] for r in recent]
-            details["trend_mg_dl_per_min"] = round(float(np.polyfit(t, g, 1)[0]), 2)
+        n_trend = round(self.TREND_SPAN_S / self.grid_s) + 1
+        n_min = round(self.TREND_MIN_SPAN_S / self.grid_s) + 1
+        same_grid = self.model is not None and self.model_grid_s == self.grid_s
+        points = max(n_trend, self.model_points) if same_grid else n_trend
+        values = self.grid(self.grid_s, points)  # one grid serves trend and model
+        if not bad:
+            for n in (n_trend, n_min):
+                if not np.isnan(values[-n:]).any():
+                    slope = self._slope_per_min(values[-n:], self.grid_s)
+                    details["trend_mg_dl_per_min"] = round(slope, 2)
+                    break
         if self.model is None:
+            details["forecast_available"] = False
             return details
-        window = self._contiguous(self.model.manifest.preprocessing.window_samples)
-        forecasts = [None] * len(self.names)
-        if window is not None:
-            cgm = np.array([[g] for _, g, _ in window])
+        window = (values[-self.model_points:] if same_grid
+                  else self.grid(self.model_grid_s, self.model_points))
+        available = not bad and not np.isnan(window).any()
+        forecasts: list[float | None] = [None] * len(self.names)
+        if available:
             forecasts = [round(float(v), 1) for v in
-                         self.model.estimates(self.feature(cgm, **self.params))]
+                         self.model.estimates(self.feature(window[:, None], **self.params))]
+        details["forecast_available"] = available
         return details | dict(zip(self.names, forecasts, strict=True))
 
 
@@ -527,7 +561,7 @@ class DeviceEstimator:
         self.runners = runners
         readings = self.glucose.readings
         self.glucose = GlucoseRunner(self.device, glucose)
-        self.glucose.readings.extend(readings)
+        self.glucose.readings.extend(readings)  # trimmed to the new span on the next reading
         self.glucose.last_reading_s = readings[-1][0] if readings else None
 
     @property

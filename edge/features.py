@@ -120,6 +120,32 @@ def cgm_history(cgm: np.ndarray, *, fs: float, center_mg_dl: float,
 
 FEATURES["cgm_history"] = cgm_history
 
+# CGM readings further apart than this are never bridged: a 15-min CGM (with some jitter), or
+# two missed 5-min readings, is interpolated; a longer silence is a gap.
+CGM_MAX_GAP_S = 1000.0
+CGM_EDGE_S = 60.0  # a grid point this close before the first reading takes its value
+
+
+def cgm_on_grid(times_s: np.ndarray, mg_dl: np.ndarray, at_s: np.ndarray, *,
+                max_gap_s: float = CGM_MAX_GAP_S, edge_s: float = CGM_EDGE_S) -> np.ndarray:
+    """CGM readings (increasing times) put on grid points `at_s` by linear interpolation;
+    NaN at a point inside a gap longer than `max_gap_s` or outside the readings (beyond
+    `edge_s`). The runtime (any CGM spacing onto the model's grid) and training (real traces
+    onto the same grid) both call this: one code path."""
+    ts, gs = np.asarray(times_s, np.float64), np.asarray(mg_dl, np.float64)
+    at = np.asarray(at_s, np.float64)
+    out = np.full(at.shape, np.nan)
+    if ts.size == 0:
+        return out
+    # np.minimum/maximum, not np.clip: this runs on every CGM reading, clip's overhead is 10x
+    after = np.minimum(np.searchsorted(ts, at, side="left"), ts.size - 1)
+    before = np.maximum(after - 1, 0)
+    on = ts[after] == at
+    span = np.where(on, 0.0, ts[after] - ts[before])
+    ok = (at >= ts[0] - edge_s) & (at <= ts[-1]) & (span <= max_gap_s)
+    out[ok] = np.interp(at[ok], ts, gs)
+    return out
+
 
 # --- Blood pressure: pulse arrival time + heart rate + pulse morphology (ECG + PPG) ---------
 

@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "the glucose column, bp from the sbp/dbp cuff readings. Added to the "
                         "simulated training data; 20%% of the files (at least 1 of 3) are "
                         "held out and scored in the report's 'Your recordings' section")
+    parser.add_argument("--real-data", type=Path, metavar="DIR",
+                        help="glucose: a folder of real CGM traces (CSV 'timestamp,"
+                        "glucose_value_mg_dl', one per person, e.g. ../shared/datasets/cgm); "
+                        "split by person, trained on with the simulator, scored per dataset "
+                        "(make models passes it)")
     parser.add_argument("--data-only", action="store_true",
                         help="train and validate on the --data recordings alone (at least 3 "
                         "files: train, validation and held-out test), no simulated training "
@@ -63,7 +68,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# `wearable-train evaluate MODEL`: score a shipped bundle on real data (no training).
+EVALUATORS: dict[str, str] = {
+    "glucose": "training.glucose_real:evaluate_main",
+}
+
+
+def evaluate_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="wearable-train evaluate",
+        description="Score a shipped model bundle on real held-out data (the same people the "
+        "model card reports).")
+    parser.add_argument("model", help=f"model to evaluate: {', '.join(EVALUATORS)}")
+    parser.add_argument("--models", type=Path, default=Path("models"),
+                        help="bundle folder (default: models)")
+    parser.add_argument("--real-data", type=Path, metavar="DIR",
+                        default=Path("../shared/datasets/cgm"),
+                        help="real data folder (glucose default: ../shared/datasets/cgm)")
+    args = parser.parse_args(argv)
+    try:
+        if args.model not in EVALUATORS:
+            raise TrainingError(f"unknown model {args.model!r} to evaluate; valid: "
+                                f"{', '.join(EVALUATORS)}")
+        import importlib
+
+        module, func = EVALUATORS[args.model].split(":")
+        return int(getattr(importlib.import_module(module), func)(args.models, args.real_data))
+    except WearableError as err:
+        print(f"wearable-train: error: {err}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["evaluate"]:
+        return evaluate_main(argv[1:])
     args = build_parser().parse_args(argv)
 
     def log(message: str) -> None:
@@ -78,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 <= args.seed < 2**32:
             raise TrainingError(f"--seed {args.seed} is out of range; give an integer from 0 "
                                 f"to {2**32 - 1}")
+        if args.real_data is not None and "glucose" not in names:
+            raise TrainingError("--real-data is for the glucose model; train glucose (or all)")
         if args.data_only and not args.data:
             raise TrainingError("--data-only needs --data PATH ...: the recordings to train on")
         prepared = {}
@@ -96,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         for name in names:
             extra = {"recordings": prepared[name]} if name in prepared else {}
+            if name == "glucose" and args.real_data is not None:
+                extra["real_data"] = args.real_data
             for path in _trainer(name)(out, quick=args.quick, seed=args.seed, log=log,
                                        **extra):
                 log(f"wrote {path}")

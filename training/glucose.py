@@ -27,7 +27,7 @@ from training.evaluate import runtime_estimates
 from training.windows import Preprocessing
 
 NAME = "glucose"
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1: trained on real CGM people + the simulator (same input)
 WINDOW_READINGS = 12  # 1 h of readings; the runtime needs this many without a gap
 CENTER_MG_DL = 140.0
 SCALE_MG_DL = 100.0
@@ -101,15 +101,38 @@ def plan_splits(plan: Plan, seed: int) -> dict[str, list[gdata.CgmSubject]]:
 
 
 def train(out: Path, *, quick: bool = False, seed: int = 0,
-          log: Callable[[str], None] = print, recordings: Any = None) -> list[Path]:
+          log: Callable[[str], None] = print, recordings: Any = None,
+          real_data: Path | None = None) -> list[Path]:
     """Simulate, train, quantise, evaluate and write the bundle into `out`; returns the
     files written. `recordings`: the user's recordings (`training.recordings.Prepared`),
-    added to (or, --data-only, instead of) the simulated training and validation subjects."""
+    added to (or, --data-only, instead of) the simulated training and validation subjects.
+    `real_data`: a folder of real CGM traces (training.glucose_real): split by person; their
+    training and validation people join the simulated ones (which keep the rare deep lows,
+    rescue carbohydrate and sensor noise real traces have few of), their test people are
+    scored per dataset in the model card."""
     started = time.monotonic()
     plan = Plan.for_run(quick)
+    real = None
+    if real_data is not None:
+        from training import glucose_real
+
+        real = glucose_real.prepare(real_data, PREPROCESSING, seed, log)
+        # Real lows are rarer and noisier than simulated ones: a milder low weighting (the
+        # alert's threshold is tuned on validation people instead).
+        plan = replace(plan, low_weight=(8.0, 2.0))
     subjects, sets, series = steps.windows_per_split(
         NAME, plan_splits(plan, seed),
         lambda members: gdata.build(members, PREPROCESSING, workers=2), log, recordings)
+    if real is not None:
+        n_train = 20_000 if quick else glucose_real.MAX_TRAIN_WINDOWS
+        n_val = 5_000 if quick else glucose_real.MAX_VAL_WINDOWS
+        sets = {**sets,
+                "train": gdata.GlucoseWindows.concat(
+                    [sets["train"], glucose_real.sample(real["train"], n_train, seed)]),
+                "val": gdata.GlucoseWindows.concat(
+                    [sets["val"], glucose_real.sample(real["val"], n_val, seed + 1)])}
+        log(f"{NAME}: training windows {len(sets['train'])}, validation {len(sets['val'])} "
+            "(simulated + real)")
 
     # TensorFlow only now: the simulation workers above are spawned without it.
     model = _fit(plan, sets, seed, log)
@@ -149,6 +172,25 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
 
         glucose_report.write(stage, manifest, results, test, predictions, series["test"],
                              subjects["test"], TARGETS, log)
+        if real is not None:
+            real_result = glucose_real.evaluate_bundle(
+                stage / f"{NAME}.json", real, log,
+                extra={"float": lambda x: model.predict(x, batch_size=4096, verbose=0)
+                       * SCALE_MG_DL + CENTER_MG_DL})
+            report = stage / f"{NAME}_report.md"
+            report.write_text(glucose_real.markdown(real_result, TARGETS) + "\n"
+                              + report.read_text())
+            manifest = replace(manifest, metrics={**manifest.metrics, "real": {
+                k: v for k, v in real_result.items() if k != "tuning"}},
+                training={**manifest.training, "real_data": {
+                    "folder": str(real_data), "seed": seed,
+                    "people": {k: len(v) for k, v in real_result["people"].items()},
+                    "windows": {k: len(v.windows) for k, v in real.items()}}},
+                output_params={**manifest.output_params, "urgent_low_soon": {
+                    "threshold_mg_dl": real_result["urgent_low_soon"]["threshold_mg_dl"],
+                    "persistence_readings":
+                        real_result["urgent_low_soon"]["persistence_readings"]}})
+            manifest.write(stage / f"{NAME}.json")
         if recordings is not None:
             manifest = recordings.finish(stage, manifest, lambda x: model.predict(
                 x, batch_size=4096, verbose=0) * SCALE_MG_DL + CENTER_MG_DL)

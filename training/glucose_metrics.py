@@ -88,13 +88,16 @@ def urgent_low_events(cgm: np.ndarray, first_index: int) -> list[int]:
 
 
 def urgent_low(series_cgm: Mapping[int, np.ndarray], subject: np.ndarray, end: np.ndarray,
-               pred_20: np.ndarray, *, window_readings: int) -> dict[str, Any]:
+               pred_20: np.ndarray, *, window_readings: int,
+               threshold: float = URGENT_LOW_MG_DL, persistence: int = 1) -> dict[str, Any]:
     """How a predictive alert `pred_20 <= 55` anticipates urgent lows on held-out series.
 
     Per subject, window k ends at reading `end[k]` with forecast `pred_20[k]`.
     - Event: see `urgent_low_events` (on the CGM readings, what the device sees and the model
       forecasts). Only events with all four windows ending 20, 15, 10 and 5 min before them
       inside the series count.
+    - Alert: `pred_20 <= threshold` on `persistence` consecutive windows (the runtime's
+      threshold and condition delay).
     - Detected: at least one of those four windows alerts. Lead time: from the earliest of
       them that alerts to the event.
     - Alert episodes: runs of consecutive alerting windows. An episode is false when no
@@ -107,7 +110,13 @@ def urgent_low(series_cgm: Mapping[int, np.ndarray], subject: np.ndarray, end: n
     windows_total = 0
     for sid, cgm in series_cgm.items():
         sel = subject == sid
-        ends, alerts = end[sel], pred_20[sel] <= URGENT_LOW_MG_DL
+        ends, alerts = end[sel], pred_20[sel] <= threshold
+        if persistence > 1:  # the alarm's condition delay: `persistence` alerting readings
+            run = np.zeros(len(alerts), int)
+            for k in range(len(alerts)):
+                contiguous = k > 0 and ends[k] == ends[k - 1] + 1
+                run[k] = (run[k - 1] + 1 if contiguous else 1) if alerts[k] else 0
+            alerts = run >= persistence
         windows_total += int(sel.sum())
         alert_at = dict(zip(ends.tolist(), alerts.tolist(), strict=True))
         for j in urgent_low_events(cgm, window_readings - 1 + ALERT_WINDOW_READINGS):

@@ -24,6 +24,7 @@ A block with no skin/electrode contact is flagged Flag.LEAD_OFF.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import heapq
 import math
 import os
@@ -42,6 +43,11 @@ PPG_SCALE = 1.0  # ADC counts; a recording in physical units carries its own (pp
 ACC_SCALE = 1.0 / 4096.0
 ECG_SCALE = 1.0 / 1000.0  # mV per count: 1 uV resolution, +-32 mV range
 CGM_SCALE = 1.0  # mg/dL
+# A CGM column: readings outside this range are impossible (refused); a sensor's "Low" /
+# "High" (below / above its range) become its limits and are flagged SATURATED.
+CGM_VALID_MG_DL = (20.0, 600.0)
+CGM_TEXT = {"low": -math.inf, "high": math.inf}  # sentinels while parsing: never a number
+CGM_LIMITS_MG_DL = (40.0, 400.0)  # what Low / High are published as
 CUFF_SCALE = 1.0  # mmHg
 CGM_RATE_HZ = CUFF_RATE_HZ = 1.0 / 300.0  # nominal header rate of a sparse reading
 FRAMES_PER_SECOND = 4.0
@@ -115,6 +121,7 @@ class Signals:
     ppg_scale: float = PPG_SCALE
     lead_off: dict[str, np.ndarray] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # what the reader did, e.g. resampled an irregular time_s
+    saturated: dict[str, np.ndarray] = field(default_factory=dict)  # "cgm": Low/High readings
 
     @property
     def wire_channels(self) -> tuple[Channel, ...]:
@@ -212,21 +219,32 @@ def load_csv(path: str | os.PathLike) -> Signals:
         if raw_ppg is not None:
             _check_ppg(path, raw_ppg)
         notes = (note,) if note else ()
-    else:  # readings only (CGM, cuff): any spacing
+    else:  # readings only (CGM, cuff): any spacing, but each reading after the one before
         rate, step = 64.0, 1.0
+        back = np.flatnonzero(np.diff(t) <= 0)
+        if len(back):
+            i = int(back[0]) + 1
+            raise RecordingError(f"{path}:{i + 2}: column 'time_s' goes from {t[i - 1]:g} to "
+                                 f"{t[i]:g}; readings must come in time order, one per time: "
+                                 "sort the rows by time_s and drop repeated readings")
     t = np.maximum.accumulate(t) - t[0]  # readings stay in order under a jittered clock
     sparse = {}
+    saturated = {}
     for name in SPARSE:
         if name in header:
             col = data[:, header.index(name)]
-            have = np.isfinite(col)
+            have = ~np.isnan(col)
+            if name == "glucose":  # "Low" / "High" (±inf while parsing): the sensor's limits
+                saturated["cgm"] = np.isinf(col[have])
+                col = np.where(np.isinf(col), np.clip(col, *CGM_LIMITS_MG_DL), col)
             sparse[name] = (t[have], col[have])
     if "sbp" in sparse and not np.array_equal(sparse["sbp"][0], sparse["dbp"][0]):
         raise RecordingError(f"{path}: sbp and dbp must be given on the same rows")
     n = len(next(iter(columns.values()))) if dense else 0
     duration = float((n - 1) / rate + step if dense else t.max() + step)
     try:
-        return _signals(duration, rate, columns, sparse, notes)
+        signals = _signals(duration, rate, columns, sparse, notes)
+        return dataclasses.replace(signals, saturated=saturated) if saturated else signals
     except RecordingError as err:
         raise RecordingError(f"{path}: {err}; add a ppg, acc_*, ecg or glucose column") \
             from None
@@ -332,7 +350,8 @@ def _check_ppg(path: Path, ppg: np.ndarray) -> None:
 def _fast_rows(handle: TextIO, header: list[str]) -> np.ndarray | None:
     """The data rows as floats (NaN for an empty sparse cell), read by numpy's C parser; None
     if anything is off (a bad cell, a short row...), which `_checked_rows` then points at."""
-    sparse = {j: _sparse_cell for j, name in enumerate(header) if name in SPARSE}
+    sparse = {j: _glucose_cell if name == "glucose" else _sparse_cell
+              for j, name in enumerate(header) if name in SPARSE}
     dense = [j for j, name in enumerate(header) if name not in SPARSE]
     try:
         with warnings.catch_warnings():
@@ -344,6 +363,11 @@ def _fast_rows(handle: TextIO, header: list[str]) -> np.ndarray | None:
     if (data.ndim != 2 or data.shape[1] != len(header) or len(data) < 2
             or not np.isfinite(data[:, dense]).all()):
         return None
+    if "glucose" in header:  # an impossible reading: the checked path names its line
+        g = data[:, header.index("glucose")]
+        g = g[np.isfinite(g)]
+        if ((g < CGM_VALID_MG_DL[0]) | (g > CGM_VALID_MG_DL[1])).any():
+            return None
     return data
 
 
@@ -356,6 +380,12 @@ def _sparse_cell(cell: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{cell!r} is not a number")
     return value
+
+
+def _glucose_cell(cell: str) -> float:
+    """A glucose cell: empty (NaN), a number, or the sensor's "Low" / "High" (±inf)."""
+    text = cell.strip().lower()
+    return CGM_TEXT[text] if text in CGM_TEXT else _sparse_cell(cell)
 
 
 def _checked_rows(path: Path, reader: Iterator[list[str]], header: list[str]) -> np.ndarray:
@@ -376,6 +406,9 @@ def _checked_rows(path: Path, reader: Iterator[list[str]], header: list[str]) ->
                 if not cell and name in SPARSE:
                     values.append(math.nan)
                     continue
+                if name == "glucose":
+                    values.append(_checked_glucose(path, line, cell))
+                    continue
                 try:
                     value = float(cell)
                 except ValueError:
@@ -390,6 +423,21 @@ def _checked_rows(path: Path, reader: Iterator[list[str]], header: list[str]) ->
         raise RecordingError(f"{path}:{line + 1}: not UTF-8 text; save the file as UTF-8 "
                              "(numbers with '.' as the decimal separator)") from None
     return np.array(rows, dtype=float).reshape(-1, len(header))
+
+
+def _checked_glucose(path: Path, line: int, cell: str) -> float:
+    try:
+        value = _glucose_cell(cell)
+    except ValueError:
+        raise RecordingError(f"{path}:{line}: column 'glucose': {cell!r} is not a number; "
+                             "give mg/dL, 'Low' / 'High' for the sensor's out-of-range "
+                             "readings, or leave the cell empty for no reading") from None
+    if math.isfinite(value) and not CGM_VALID_MG_DL[0] <= value <= CGM_VALID_MG_DL[1]:
+        raise RecordingError(
+            f"{path}:{line}: column 'glucose': {cell} mg/dL is impossible (outside "
+            f"{CGM_VALID_MG_DL[0]:g}-{CGM_VALID_MG_DL[1]:g}); mmol/L needs converting "
+            "(x 18), 'Low' / 'High' name the sensor's limits, an empty cell is no reading")
+    return value
 
 
 def load_wfdb(path: str | os.PathLike) -> Signals:
@@ -521,6 +569,7 @@ def channel_frames(
     times: np.ndarray | None = None,
     lead_off: np.ndarray | None = None,
     clock: DeviceClock | None = None,
+    saturated: np.ndarray | None = None,
 ) -> Iterator[tuple[float, int, Frame]]:
     """(send time, channel, Frame) for one channel, in order.
 
@@ -553,7 +602,8 @@ def channel_frames(
             if missing[start:stop].all():
                 continue
             flags = Flag.BOOT if seq == 0 else Flag.NONE
-            if clipped[start:stop].any():
+            if clipped[start:stop].any() or (saturated is not None
+                                             and saturated[start:stop].any()):
                 flags |= Flag.SATURATED
             if lead_off is not None and lead_off[start:stop].any():
                 flags |= Flag.LEAD_OFF
@@ -600,7 +650,8 @@ def frames(
     if s.cgm is not None and "cgm" in s.channels:
         times, readings = s.cgm
         channels.append(channel_frames(Channel.CGM, readings, cgm_rate_hz, np.dtype("<i2"),
-                                       CGM_SCALE, times=times, **common))
+                                       CGM_SCALE, times=times, **common,
+                                       saturated=getattr(s, "saturated", {}).get("cgm")))
     if s.cuff is not None and "bp" in s.channels:
         times, readings = s.cuff
         channels.append(channel_frames(Channel.BP_CUFF, readings, cuff_rate_hz,
