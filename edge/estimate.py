@@ -573,6 +573,9 @@ class DeviceEstimator:
         (a PPG too slow for the BP model), or any other exception, a fault (a bug, a bad
         value), after which that model starts afresh. One model's problem never costs another
         model the frame."""
+        if not np.isfinite(frame.values).all():  # NaN/inf would poison filter state for good
+            return [], [StreamError(f"{frame.channel.name} frame with a sample or scale that is "
+                                    "not a finite number: dropped (a gap for the models)")]
         if frame.channel == Channel.CGM:
             readings = self.glucose.readings
             if readings and frame.timestamp_us / 1e6 < readings[-1][0] - CLOCK_BACK_S:
