@@ -17,33 +17,90 @@ import paho.mqtt.client as mqtt
 import pytest
 from e2e import ROOT, edge_config, validate
 
+from device_sim import simulate, stream
+from device_sim.writers import PtyWriter
 from edge.commands import signed_command
 
 
 def test_tachycardia_alarm_end_to_end_and_last_will(broker, mqtt_subscriber, processes,
                                                      tmp_path):
+    # What the live run must publish: the same stream replayed offline (byte-identical to the
+    # simulator CLI's). Computed first, so the slow subprocesses run before the live stream.
+    recording = tmp_path / "tachycardia.bin"
+    subprocess.run([sys.executable, "-m", "device_sim", "run", "--scenario", "tachycardia",
+                    "--seed", "3", "--out", str(recording)], check=True, cwd=ROOT)
+    items = list(stream(simulate("tachycardia", 3), device_id=1))
+    assert b"".join(data for _, data in items) == recording.read_bytes()
+    config = edge_config(tmp_path, "PTY", broker.port)
+    # `no_data` watches the wall clock, which a replay has not got: far out of this test's way.
+    config.write_text(config.read_text() + "[alarms.no_data]\nafter_s = 3600\n")
+    replayed = [json.loads(line) for line in subprocess.run(
+        [sys.executable, "-m", "edge", "replay", str(recording), "--device", "wrist-1",
+         "--config", str(config), "--out", "-"],
+        check=True, capture_output=True, text=True, cwd=ROOT).stdout.splitlines()]
+    assert [r["payload"]["event"] for r in replayed if r["topic"].endswith("/alarms")] == [
+        "raised", "cleared"]
+
+    # The simulator's pty writer, held by the test: its pty stays open until the runtime is
+    # gone, so the runtime never sees a hang-up and never reopens a /dev/pts/N that another
+    # process got since (on a busy machine that is some other test's simulator).
+    writer = PtyWriter()
+    config.write_text(config.read_text().replace("PTY", writer.path))
+    stop = threading.Event()
+    player = threading.Thread(target=writer.play, args=(items, 6.0), kwargs={"stop": stop},
+                              daemon=True)
     sub = mqtt_subscriber("wearable/#", broker=broker)
-    _sim, pty = processes.simulator("--scenario", "tachycardia", "--seed", "3", "--speed", "6")
-    runtime = processes.start("-m", "edge", "run", "--config",
-                              str(edge_config(tmp_path, pty, broker.port)))
+    try:
+        runtime = processes.start("-m", "edge", "run", "--config", str(config))
+        online = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                              and m.json()["state"] == "online", timeout=60).json()
+        validate("status", online)
+        assert online["interpreter"] == "ai_edge_litert"
+        assert online["models"][0]["name"] == "hr"
+        # The runtime opened the port (pyserial flushes its input while opening) before it
+        # connected: from here on no byte written is lost.
+        player.start()
 
-    online = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
-                          and m.json()["state"] == "online", timeout=30).json()
-    validate("status", online)
-    assert online["interpreter"] == "ai_edge_litert"
-    assert online["models"][0]["name"] == "hr"
+        raised = sub.wait_for(lambda m: m.topic == "wearable/ward-7/wrist-1/alarms"
+                              and m.json()["event"] == "raised", timeout=60).json()
+        validate("alarm", raised)
+        assert (raised["condition"], raised["priority"]) == ("hr_high", "medium")
+        assert raised["value"] > 120
+        cleared = sub.wait_for(lambda m: m.topic.endswith("/alarms")
+                               and m.json()["event"] == "cleared", timeout=60).json()
+        validate("alarm", cleared)
+        assert cleared["alarm_id"] == raised["alarm_id"] and cleared["id"] != raised["id"]
 
-    raised = sub.wait_for(lambda m: m.topic == "wearable/ward-7/wrist-1/alarms"
-                          and m.json()["event"] == "raised", timeout=60).json()
-    validate("alarm", raised)
-    assert (raised["condition"], raised["priority"]) == ("hr_high", "medium")
-    assert raised["value"] > 120
-    cleared = sub.wait_for(lambda m: m.topic.endswith("/alarms")
-                           and m.json()["event"] == "cleared", timeout=60).json()
-    validate("alarm", cleared)
-    assert cleared["alarm_id"] == raised["alarm_id"] and cleared["id"] != raised["id"]
+        # Every frame arrived intact: a status counts all of them, none lost or damaged.
+        player.join(timeout=60)
+        assert not player.is_alive()
+        status = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                              and m.json().get("devices", {}).get("wrist-1", {})
+                              .get("frames", {}).get("frames_ok", 0) >= len(items),
+                              timeout=30).json()
+        validate("status", status)
+        frames = status["devices"]["wrist-1"]["frames"]
+        assert (frames["frames_ok"], frames["crc_errors"], frames["frames_lost"]) == (
+            len(items), 0, 0)
+        sub.wait_for_n(lambda m: not m.topic.endswith("/status"), len(replayed), timeout=60)
 
-    vitals = [m.json() for m in sub.matching("wearable/ward-7/wrist-1/vitals")]
+        # Killed without a goodbye: the broker publishes the last will, retained, after
+        # everything the runtime sent before it died.
+        runtime.send_signal(signal.SIGKILL)
+        will = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                            and m.json()["state"] == "offline", timeout=30)
+    finally:
+        stop.set()
+        if player.is_alive():
+            player.join(timeout=10)
+        writer.close(drain=False)
+    validate("status", will.json())
+    assert will.json()["reason"] == "connection lost"
+    received = sub.messages
+    published = [(m.topic, m.json()) for m in received[:received.index(will)]
+                 if not m.topic.endswith("/status")]
+
+    vitals = [p for t, p in published if t == "wearable/ward-7/wrist-1/vitals"]
     assert len(vitals) >= 5
     for payload in vitals:
         validate("vitals", payload)
@@ -52,41 +109,16 @@ def test_tachycardia_alarm_end_to_end_and_last_will(broker, mqtt_subscriber, pro
     assert {v["news2"] for v in vitals if round(v["value"]) >= 131} == {3}
     assert {v["news2"] for v in vitals if 51 <= round(v["value"]) <= 90} == {0}
     # Exactly one alarm for the one tachycardia episode: no storm.
-    alarms = [m.json() for m in sub.matching("wearable/ward-7/wrist-1/alarms")]
+    alarms = [p for t, p in published if t == "wearable/ward-7/wrist-1/alarms"]
     assert [a["event"] for a in alarms] == ["raised", "cleared"]
 
-    status = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
-                          and m.json().get("devices", {}).get("wrist-1", {})
-                          .get("frames", {}).get("frames_ok", 0) > 0, timeout=10).json()
-    validate("status", status)
-    assert status["devices"]["wrist-1"]["frames"]["crc_errors"] == 0
-
-    # Replaying the same stream (same seed: byte-identical) yields the same messages.
-    recording = tmp_path / "tachycardia.bin"
-    subprocess.run([sys.executable, "-m", "device_sim", "run", "--scenario", "tachycardia",
-                    "--seed", "3", "--out", str(recording)], check=True, cwd=ROOT)
-    replayed = subprocess.run(
-        [sys.executable, "-m", "edge", "replay", str(recording), "--device", "wrist-1",
-         "--config", str(tmp_path / "edge.toml"), "--out", "-"],
-        check=True, capture_output=True, text=True, cwd=ROOT).stdout.splitlines()
-    expected_vitals = sum('/vitals"' in line for line in replayed)
-    sub.wait_for_n("wearable/ward-7/wrist-1/vitals", expected_vitals, timeout=60)
-    time.sleep(0.5)  # nothing more may arrive
-    published = [(m.topic, m.json()) for m in sub.messages if not m.topic.endswith("/status")]
-
+    # The live run published exactly what the replay of the same bytes gives, nothing more.
     def comparable(topic, payload):
         return topic, {k: v for k, v in payload.items() if k not in ("time", "id", "alarm_id")}
 
-    assert [comparable(r["topic"], r["payload"]) for r in map(json.loads, replayed)] == [
+    assert [comparable(r["topic"], r["payload"]) for r in replayed] == [
         comparable(t, p) for t, p in published]
 
-    # Killed without a goodbye: the broker publishes the last will, retained.
-    sub.clear()
-    runtime.send_signal(signal.SIGKILL)
-    will = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
-                        and m.json()["state"] == "offline", timeout=30).json()
-    validate("status", will)
-    assert will["reason"] == "connection lost"
     late = mqtt_subscriber("wearable/ward-7/status", broker=broker)
     retained = late.wait_for(lambda m: m.retain, timeout=5).json()
     assert retained["state"] == "offline"
