@@ -271,7 +271,7 @@ def test_acknowledge_over_mqtt_and_refusals(broker, mqtt_subscriber, mqtt_publis
 
     mqtt_publish(cmd_topic, json.dumps(signed_command(
         "nurse", "guess-guess-guess-guess", "wrist-1", "acknowledge", {"condition": "hr_high"},
-        command_id="bad-secret")), broker=broker)
+        node="ward-7", command_id="bad-secret")), broker=broker)
     refused = reply("bad-secret")
     validate("reply", refused)
     assert refused["ok"] is False and "not authorised" in refused["reason"]
@@ -282,7 +282,7 @@ def test_acknowledge_over_mqtt_and_refusals(broker, mqtt_subscriber, mqtt_publis
     assert "invalid JSON" in broken["reason"]
     mqtt_publish(cmd_topic, json.dumps(signed_command(
         "nurse", token, "wrist-1", "calibrate", {"systolic": 400, "diastolic": 80},
-        command_id="cal-400")), broker=broker)
+        node="ward-7", command_id="cal-400")), broker=broker)
     implausible = reply("cal-400")
     validate("reply", implausible)
     assert implausible["ok"] is False and "'systolic' must be a cuff reading" in (
@@ -290,7 +290,7 @@ def test_acknowledge_over_mqtt_and_refusals(broker, mqtt_subscriber, mqtt_publis
 
     mqtt_publish(cmd_topic, json.dumps(signed_command(
         "nurse", token, "wrist-1", "acknowledge", {"condition": "hr_high"},
-        command_id="ack-1")), broker=broker)
+        node="ward-7", command_id="ack-1")), broker=broker)
     assert reply("ack-1")["ok"] is True
     ack = sub.wait_for(lambda m: m.topic.endswith("/alarms")
                        and m.json()["event"] == "acknowledged", timeout=10).json()

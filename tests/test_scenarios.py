@@ -149,7 +149,8 @@ def run_scenario(name: str, expect: Expect, broker, mqtt_subscriber, mqtt_publis
         cuff = {"systolic": round(float(rec.truth.sbp_mmhg[10:40].mean())),
                 "diastolic": round(float(rec.truth.dbp_mmhg[10:40].mean()))}
         mqtt_publish(f"wearable/ward-7/{DEVICE}/cmd", json.dumps(signed_command(
-            "nurse", TOKEN, DEVICE, "calibrate", cuff, command_id="cal-1")), broker=broker)
+            "nurse", TOKEN, DEVICE, "calibrate", cuff, node="ward-7",
+            command_id="cal-1")), broker=broker)
         reply = sub.wait_for(f"wearable/ward-7/{DEVICE}/reply", timeout=10).json()
         validate("reply", reply)
         assert reply["ok"] and reply["reason"].startswith(
