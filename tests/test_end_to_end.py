@@ -150,7 +150,7 @@ def test_alarms_raised_while_the_broker_is_down_are_delivered_after_it_returns(
                        "autosave_interval 1\n") as broker:
         # A persistent session: the broker keeps QoS 1 messages for it across its restart.
         received: list[dict] = []
-        online = threading.Event()
+        online, subscribed = threading.Event(), threading.Event()
 
         def on_message(client, userdata, msg):
             payload = json.loads(msg.payload)
@@ -164,11 +164,12 @@ def test_alarms_raised_while_the_broker_is_down_are_delivered_after_it_returns(
         viewer.on_message = on_message
         viewer.on_connect = lambda c, *_: c.subscribe(
             [("wearable/+/+/alarms", 1), ("wearable/+/status", 1)])
+        viewer.on_subscribe = lambda *_: subscribed.set()
         viewer.reconnect_delay_set(1, 2)
         viewer.connect(broker.host, broker.port)
         viewer.loop_start()
         try:
-            time.sleep(0.5)
+            assert subscribed.wait(10)
             sim, pty = processes.simulator("--scenario", "tachycardia", "--seed", "5",
                                            "--speed", "10")
             config = edge_config(tmp_path, pty, broker.port)
@@ -177,9 +178,13 @@ def test_alarms_raised_while_the_broker_is_down_are_delivered_after_it_returns(
             assert online.wait(30)  # connected (and streaming) before the outage
             broker.stop()
             assert sim.wait(timeout=60) == 0  # the whole scenario played while it was down
-            time.sleep(2)
-            with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
-                waiting = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            # The runtime has read every byte (the simulator drains before it exits) and the
+            # alarm cleared well before the end: wait for both on disk, not for a time.
+            deadline, waiting = time.monotonic() + 30, 0
+            while waiting < 2 and time.monotonic() < deadline:
+                with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
+                    waiting = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+                time.sleep(0.1)
             assert waiting == 2  # raised and cleared, kept on disk
             assert received == []
             broker.start()
