@@ -204,7 +204,7 @@ class Viewer:
 
     def send(self, device: Device, command: str, **fields: Any) -> None:
         # Signed with the operator's secret, which itself never travels (docs/alarms.md).
-        body = signed_command(OPERATOR, self.token, device.name, command, fields,
+        body = signed_command(OPERATOR, self.token, device.name, command, fields, node=NODE,
                               command_id=f"{command[:3]}-{uuid.uuid4().hex[:6]}")
         self.client.publish(f"wearable/{NODE}/{device.name}/cmd", json.dumps(body), qos=1)
         detail = " ".join(f"{k}={v}" for k, v in fields.items())

@@ -6,15 +6,16 @@ A command is JSON on `<prefix>/<node>/<device>/cmd`; the answer goes to
 nesting are bounded before it is decoded, and it must be SIGNED by its operator with the
 secret from `[commands.operators]` (HMAC-SHA256 over the canonical string below, with a
 timestamp accepted within `max_clock_skew_s`), so the secret never travels and a captured
-command cannot be altered or re-targeted. Command ids are remembered (`CommandLog`), so a
-replay within the window is answered `duplicate` and not applied twice. A refused command
-changes nothing and its reply says why (docs/alarms.md).
+command cannot be altered or re-targeted to another device or node. Command ids are
+remembered (`CommandLog`), so a replay within the window is answered `duplicate` and not
+applied twice. A refused command changes nothing and its reply says why (docs/alarms.md).
 
 The canonical string (UTF-8, lines joined by "\\n", no trailing newline):
 
-    wearable-edge-command/1
+    wearable-edge-command/2
     <id>
     <operator>
+    <node>
     <device>
     <command>
     <time>
@@ -22,6 +23,10 @@ The canonical string (UTF-8, lines joined by "\\n", no trailing newline):
 
 Numbers are written as integers when integral (124, not 124.0), else as the shortest
 decimal that reads back to the same double (Python repr, JavaScript String(x)).
+
+Version 2 added <node>: a /1 command signed for `wrist-1` on one node was valid, within the
+clock window, on any node with a device of that name and the same operator secret. /1
+commands are refused (they carry no `node`), with a reason saying to sign with /2.
 """
 
 from __future__ import annotations
@@ -48,9 +53,9 @@ from edge.state import write_private
 log = logging.getLogger(__name__)
 
 COMMANDS = ("acknowledge", "silence", "calibrate")
-CANONICAL_VERSION = "wearable-edge-command/1"
+CANONICAL_VERSION = "wearable-edge-command/2"
 # Every command carries these; its other keys are its fields.
-_ENVELOPE = ("id", "operator", "device", "command", "time", "signature")
+_ENVELOPE = ("id", "operator", "node", "device", "command", "time", "signature")
 _FIELDS = {
     "acknowledge": {"condition"},
     "silence": {"condition", "minutes"},
@@ -87,10 +92,10 @@ def canonical_number(value: object) -> str:
     return repr(value)
 
 
-def canonical_string(command_id: str, operator: str, device: str, command: str,
+def canonical_string(command_id: str, operator: str, node: str, device: str, command: str,
                      timestamp: float, fields: Mapping[str, object]) -> str:
     """What an operator signs (module docstring, docs/alarms.md)."""
-    lines = [CANONICAL_VERSION, command_id, operator, device, command,
+    lines = [CANONICAL_VERSION, command_id, operator, node, device, command,
              canonical_number(timestamp)]
     for key in sorted(fields):
         value = fields[key]
@@ -104,14 +109,17 @@ def sign(secret: str, canonical: str) -> str:
 
 
 def signed_command(operator: str, secret: str, device: str, command: str,
-                   fields: Mapping[str, object], *, now: float | None = None,
+                   fields: Mapping[str, object], *, node: str, now: float | None = None,
                    command_id: str | None = None) -> dict:
-    """The JSON payload of a signed command, ready for json.dumps and `.../<device>/cmd`."""
+    """The JSON payload of a signed command for `device` on `node`, ready for json.dumps and
+    `<prefix>/<node>/<device>/cmd`."""
     timestamp = round(time.time() if now is None else now, 3)
     command_id = command_id or uuid.uuid4().hex
-    canonical = canonical_string(command_id, operator, device, command, timestamp, fields)
-    return {"id": command_id, "operator": operator, "device": device, "command": command,
-            "time": timestamp, **fields, "signature": sign(secret, canonical)}
+    canonical = canonical_string(command_id, operator, node, device, command, timestamp,
+                                 fields)
+    return {"id": command_id, "operator": operator, "node": node, "device": device,
+            "command": command, "time": timestamp, **fields,
+            "signature": sign(secret, canonical)}
 
 
 def _nesting(payload: bytes) -> int:
@@ -160,9 +168,9 @@ def decode(payload: bytes) -> dict[str, Any]:
 
 
 def parse_command(payload: bytes, config: CommandsConfig, device: str,
-                  now: float | None = None) -> Command:
-    """Validate and authorise one command message sent to `device`, or raise CommandError
-    naming why."""
+                  now: float | None = None, *, node: str) -> Command:
+    """Validate and authorise one command message sent to `device` on this `node`, or raise
+    CommandError naming why."""
     data = decode(payload)
     raw_id = data.get("id")
     command_id = raw_id if isinstance(raw_id, str) and 0 < len(raw_id) <= MAX_ID_CHARS and (
@@ -173,7 +181,11 @@ def parse_command(payload: bytes, config: CommandsConfig, device: str,
     if command_id is None:
         raise CommandError(f"field 'id' is required: a printable string of 1-{MAX_ID_CHARS} "
                            "characters")
-    for key in ("operator", "device", "command", "signature"):
+    if "node" not in data:
+        raise CommandError(f"field 'node' is required: sign commands with {CANONICAL_VERSION}, "
+                           "which includes the node (docs/alarms.md, 'Signed commands')",
+                           command_id)
+    for key in ("operator", "node", "device", "command", "signature"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise CommandError(f"field '{key}' is required and must be a string", command_id)
     timestamp = data.get("time")
@@ -187,12 +199,15 @@ def parse_command(payload: bytes, config: CommandsConfig, device: str,
             raise CommandError(f"field {key!r} must be a number or a printable string",
                                command_id)
     secret = config.operators.get(data["operator"])
-    canonical = canonical_string(command_id, data["operator"], data["device"], data["command"],
-                                 timestamp, fields)
+    canonical = canonical_string(command_id, data["operator"], data["node"], data["device"],
+                                 data["command"], timestamp, fields)
     # Compare even for an unknown operator, so timing does not reveal which names exist.
     expected = sign(secret or "unknown-operator", canonical)
     if not hmac.compare_digest(expected, data["signature"].lower()) or secret is None:
         raise CommandError("not authorised: unknown operator or bad signature", command_id)
+    if data["node"] != node:
+        raise CommandError(f"signed for node {data['node']!r}, this node is {node!r}",
+                           command_id)
     if data["device"] != device:
         raise CommandError(f"signed for device {data['device']!r}, sent to {device!r}",
                            command_id)

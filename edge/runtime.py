@@ -154,7 +154,8 @@ class Runtime:
             return
         command_id = None
         try:
-            command = parse_command(payload, self.config.commands, device)
+            command = parse_command(payload, self.config.commands, device,
+                                    node=self.config.node)
             command_id = command.id
             previous = self.command_log.seen(command.id)
             if previous is not None:

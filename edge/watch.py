@@ -213,7 +213,8 @@ class Watcher:
         fields: dict[str, Any] = {"condition": alarm["condition"]}
         if command == "silence":
             fields["minutes"] = self.silence_min
-        payload = signed_command(self.operator, self.secret, device.name, command, fields)
+        payload = signed_command(self.operator, self.secret, device.name, command, fields,
+                                 node=device.node)
         topic = f"{self.prefix}/{device.node}/{device.name}/cmd"
         self.client.publish(topic, json.dumps(payload), qos=1)
         return f"sent {command} {alarm['condition']} on {device.name} as {self.operator} " \

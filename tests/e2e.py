@@ -4,8 +4,10 @@ runtime with, and JSON Schema validation of what it publishes."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jsonschema
@@ -26,6 +28,7 @@ def validate(kind: str, payload: dict) -> None:
 class Processes:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
+        self._links: str | None = None
 
     def start(self, *args: str, **kwargs) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, **kwargs)
@@ -33,17 +36,25 @@ class Processes:
         return proc
 
     def simulator(self, *args: str) -> tuple[subprocess.Popen, str]:
-        sim = self.start("-m", "device_sim", "run", "--pty", *args, stdout=subprocess.PIPE,
-                         text=True)
+        """A simulator on a pty, and the path to give the runtime: a link the simulator removes
+        when it ends, so a runtime that outlives it cannot reopen its /dev/pts/N, a number the
+        kernel soon hands to another process (on a busy machine, another test's simulator)."""
+        if self._links is None:
+            self._links = tempfile.mkdtemp(prefix="wearable-pty-")
+        link = f"{self._links}/sim-{len(self.procs)}"
+        sim = self.start("-m", "device_sim", "run", "--pty", "--link", link, *args,
+                         stdout=subprocess.PIPE, text=True)
         line = sim.stdout.readline().strip()
         assert line.startswith("PTY /dev/"), line
-        return sim, line.split(" ", 1)[1]
+        return sim, link
 
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
+        if self._links is not None:
+            shutil.rmtree(self._links, ignore_errors=True)
 
 
 def edge_config(tmp_path: Path, pty: str, port: int) -> Path:

@@ -3,6 +3,7 @@ read it back with pyserial into the runtime's decoder, the way a wearable's host
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -16,14 +17,34 @@ from device_sim.writers import PtyWriter
 from wire.protocol import Decoder, Frame
 
 
+class HandshakePty(PtyWriter):
+    """A PtyWriter that writes to each of its ptys only once the reader has said it opened
+    that one (`opened`). pyserial flushes its input while opening a port, so the writer's
+    settle time is a guess that a loaded machine can beat; a handshake cannot be beaten."""
+
+    def __init__(self, **kwargs) -> None:
+        self._opened: set[str] = set()
+        self._changed = threading.Condition()
+        super().__init__(settle_s=0.0, **kwargs)
+
+    def opened(self, path: str) -> None:
+        with self._changed:
+            self._opened.add(path)
+            self._changed.notify_all()
+
+    def _await_reader(self) -> None:
+        with self._changed:
+            while self.path not in self._opened or not self.reader_present():
+                self._changed.wait(0.02)  # also re-checks presence, which has no event
+
+
 def through_pty(rec: Recording, tmp_path: Path) -> tuple[Decoder, list[Frame], list[str]]:
     """Play `rec` into a PtyWriter at full speed and read it back with pyserial through the
     writer's link, opening the link again whenever the line hangs up."""
     items = list(stream(rec, device_id=3))
     link = tmp_path / "wearable"
     paths: list[str] = []
-    # pyserial flushes its input while opening; on a loaded machine that can take a while.
-    writer = PtyWriter(link=link, on_open=paths.append, settle_s=1.0)
+    writer = HandshakePty(link=link, on_open=paths.append)
     done = threading.Event()
 
     def play() -> None:
@@ -34,13 +55,15 @@ def through_pty(rec: Recording, tmp_path: Path) -> tuple[Decoder, list[Frame], l
     thread = threading.Thread(target=play, daemon=True)
     thread.start()
     decoder, got = Decoder(), []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not done.is_set() and time.monotonic() < deadline:
         try:
-            port = serial.Serial(str(link), timeout=0.2)
+            path = os.path.realpath(link)
+            port = serial.Serial(path, timeout=0.2)
         except (serial.SerialException, OSError):  # between unplug and re-plug
             time.sleep(0.01)
             continue
+        writer.opened(path)  # pyserial has flushed: from here on nothing written is lost
         with port:
             while True:
                 try:

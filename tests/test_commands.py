@@ -9,7 +9,7 @@ import stat
 import time
 
 import pytest
-from e2e import edge_config, validate
+from e2e import ROOT, edge_config, validate
 
 from edge.commands import (
     MAX_COMMAND_BYTES,
@@ -26,16 +26,18 @@ CONFIG = CommandsConfig(operators={"nurse": SECRET})
 NOW = 1_800_000_000.0
 
 
-def cmd(command="acknowledge", fields=None, *, secret=SECRET, device="wrist-1", now=NOW,
-        **overrides):
+def cmd(command="acknowledge", fields=None, *, secret=SECRET, device="wrist-1",
+        signed_for="ward-7", now=NOW, **overrides):
+    """A command signed for `device` on node `signed_for`; `overrides` replace (None: remove)
+    payload fields after signing."""
     fields = {"condition": "hr_high"} if fields is None else fields
-    payload = signed_command("nurse", secret, device, command, fields, now=now,
-                             command_id="c1") | overrides
+    payload = signed_command("nurse", secret, device, command, fields, node=signed_for,
+                             now=now, command_id="c1") | overrides
     return json.dumps({k: v for k, v in payload.items() if v is not None}).encode()
 
 
 def parse(payload, now=NOW):
-    return parse_command(payload, CONFIG, "wrist-1", now=now)
+    return parse_command(payload, CONFIG, "wrist-1", now=now, node="ward-7")
 
 
 def test_a_valid_acknowledge_silence_and_calibrate():
@@ -49,17 +51,34 @@ def test_a_valid_acknowledge_silence_and_calibrate():
 
 def test_the_canonical_string_is_what_the_docs_spell_out():
     # docs/alarms.md gives this string and this signature for another language to check.
-    text = canonical_string("c-19", "nurse-station", "wrist-1", "calibrate", 1796000000.5,
-                            {"systolic": 124, "diastolic": 82.0})
-    assert text == ("wearable-edge-command/1\nc-19\nnurse-station\nwrist-1\ncalibrate\n"
-                    "1796000000.5\ndiastolic=82\nsystolic=124")
+    text = canonical_string("c-19", "nurse-station", "ward-7", "wrist-1", "calibrate",
+                            1796000000.5, {"systolic": 124, "diastolic": 82.0})
+    assert text == ("wearable-edge-command/2\nc-19\nnurse-station\nward-7\nwrist-1\n"
+                    "calibrate\n1796000000.5\ndiastolic=82\nsystolic=124")
     payload = signed_command("nurse-station", "6f0c2e9d8b1a4c3e", "wrist-1", "calibrate",
-                             {"systolic": 124, "diastolic": 82.0}, now=1796000000.5,
-                             command_id="c-19")
+                             {"systolic": 124, "diastolic": 82.0}, node="ward-7",
+                             now=1796000000.5, command_id="c-19")
+    assert payload["node"] == "ward-7"
     expected = hmac.new(b"6f0c2e9d8b1a4c3e", text.encode(), hashlib.sha256).hexdigest()
     assert payload["signature"] == expected == (
-        "776fd08954ca0684f856ebcc1a88db5055c5525b6650fa1254b760e8a2ba2ff4")
+        "8639eeb8324965c5f9d5ef47cd1b2dd529127bb180f529cf19f532b4a335f5fa")
     assert "6f0c2e9d8b1a4c3e" not in json.dumps(payload)  # the secret never travels
+
+
+def test_the_docs_signing_example_and_test_vector_are_what_the_runtime_checks():
+    docs = (ROOT / "docs" / "alarms.md").read_text()
+    example = next(block for block in docs.split("```python\n")[1:]
+                   if block.startswith("import hashlib"))
+    namespace: dict = {}
+    exec(example.split("\npayload = ")[0], namespace)  # the imports and the function
+    payload = namespace["signed_command"]("nurse", SECRET, "wrist-1", "calibrate",
+                                          {"systolic": 124, "diastolic": 82.5}, node="ward-7")
+    command = parse_command(json.dumps(payload).encode(), CONFIG, "wrist-1", node="ward-7")
+    assert (command.systolic, command.diastolic) == (124.0, 82.5)
+    vector = signed_command("nurse-station", "6f0c2e9d8b1a4c3e", "wrist-1", "calibrate",
+                            {"systolic": 124, "diastolic": 82.0}, node="ward-7",
+                            now=1796000000.5, command_id="c-19")
+    assert f"and the signature `{vector['signature']}`" in docs
 
 
 @pytest.mark.parametrize(("payload", "reason", "has_id"), [
@@ -77,6 +96,11 @@ def test_the_canonical_string_is_what_the_docs_spell_out():
     (cmd(id=None), "'id' is required", False),
     (cmd(condition="hr_low"), "not authorised", True),  # altered after signing
     (cmd(device="wrist-2"), "signed for device 'wrist-2', sent to 'wrist-1'", True),
+    # Signed for a device of the same name on another node: not valid here.
+    (cmd(signed_for="ward-8"), "signed for node 'ward-8', this node is 'ward-7'", True),
+    (cmd(signed_for="ward-8", node="ward-7"), "not authorised", True),  # node re-targeted
+    (cmd(node=None), "field 'node' is required: sign commands with wearable-edge-command/2",
+     True),
     (cmd(now=NOW - 61), "expired: signed 61 s behind", True),
     (cmd(now=NOW + 120), "expired: signed 120 s ahead of", True),
     (cmd("reboot", {}), "unknown command 'reboot'", True),
@@ -94,9 +118,19 @@ def test_refusals_say_why(payload, reason, has_id):
     assert err.value.command_id == ("c1" if has_id else None)
 
 
+def test_a_command_signed_for_another_node_is_refused():
+    # Same device name, same operator secret on both nodes: only the node it was signed for
+    # applies it.
+    payload = cmd(signed_for="ward-8")
+    assert parse_command(payload, CONFIG, "wrist-1", now=NOW, node="ward-8").command == (
+        "acknowledge")
+    with pytest.raises(CommandError, match="signed for node 'ward-8', this node is 'ward-7'"):
+        parse(payload)
+
+
 def test_no_operators_configured_refuses_everything():
     with pytest.raises(CommandError, match="not authorised"):
-        parse_command(cmd(), CommandsConfig(), "wrist-1", now=NOW)
+        parse_command(cmd(), CommandsConfig(), "wrist-1", now=NOW, node="ward-7")
 
 
 def test_the_command_log_is_bounded_private_and_survives_a_restart(tmp_path):
@@ -151,13 +185,18 @@ def test_hostile_and_replayed_commands_through_the_runtime(broker, mqtt_subscrib
     mqtt_publish(topic, json.dumps(token), broker=broker)
     assert "sign the command" in replies("t-1")[0]["reason"]
     stale = signed_command("nurse", SECRET, "wrist-1", "acknowledge", {"condition": "hr_high"},
-                           now=time.time() - 600, command_id="old-1")
+                           node="ward-7", now=time.time() - 600, command_id="old-1")
     mqtt_publish(topic, json.dumps(stale), broker=broker)
     assert "expired" in replies("old-1")[0]["reason"]
+    elsewhere = signed_command("nurse", SECRET, "wrist-1", "acknowledge",
+                               {"condition": "hr_high"}, node="ward-8", command_id="other-1")
+    mqtt_publish(topic, json.dumps(elsewhere), broker=broker)
+    assert "signed for node 'ward-8', this node is 'ward-7'" in replies("other-1")[0]["reason"]
 
     # Case 6: the same signed command twice is applied once, the replay answered duplicate.
     ack = json.dumps(signed_command("nurse", SECRET, "wrist-1", "acknowledge",
-                                    {"condition": "hr_high"}, command_id="ack-1"))
+                                    {"condition": "hr_high"}, node="ward-7",
+                                    command_id="ack-1"))
     mqtt_publish(topic, ack, broker=broker)
     mqtt_publish(topic, ack, broker=broker)
     first, second = replies("ack-1", 2)

@@ -17,33 +17,97 @@ import paho.mqtt.client as mqtt
 import pytest
 from e2e import ROOT, edge_config, validate
 
+from device_sim import simulate, stream
+from device_sim.writers import PtyWriter
 from edge.commands import signed_command
+
+
+def streamed(topic: str) -> bool:
+    """The message stream (vitals, alarms), not the node's status or the retained present
+    state derived from the stream (latest/..., active_alarms)."""
+    return not (topic.endswith("/status") or "/latest/" in topic
+                or topic.endswith("/active_alarms"))
 
 
 def test_tachycardia_alarm_end_to_end_and_last_will(broker, mqtt_subscriber, processes,
                                                      tmp_path):
+    # What the live run must publish: the same stream replayed offline (byte-identical to the
+    # simulator CLI's). Computed first, so the slow subprocesses run before the live stream.
+    recording = tmp_path / "tachycardia.bin"
+    subprocess.run([sys.executable, "-m", "device_sim", "run", "--scenario", "tachycardia",
+                    "--seed", "3", "--out", str(recording)], check=True, cwd=ROOT)
+    items = list(stream(simulate("tachycardia", 3), device_id=1))
+    assert b"".join(data for _, data in items) == recording.read_bytes()
+    config = edge_config(tmp_path, "PTY", broker.port)
+    # `no_data` watches the wall clock, which a replay has not got: far out of this test's way.
+    config.write_text(config.read_text() + "[alarms.no_data]\nafter_s = 3600\n")
+    replayed = [json.loads(line) for line in subprocess.run(
+        [sys.executable, "-m", "edge", "replay", str(recording), "--device", "wrist-1",
+         "--config", str(config), "--out", "-"],
+        check=True, capture_output=True, text=True, cwd=ROOT).stdout.splitlines()]
+    assert [r["payload"]["event"] for r in replayed if r["topic"].endswith("/alarms")] == [
+        "raised", "cleared"]
+
+    # The simulator's pty writer, held by the test: its pty stays open until the runtime is
+    # gone, so the runtime never sees a hang-up and never reopens a /dev/pts/N that another
+    # process got since (on a busy machine that is some other test's simulator).
+    writer = PtyWriter()
+    config.write_text(config.read_text().replace("PTY", writer.path))
+    stop = threading.Event()
+    player = threading.Thread(target=writer.play, args=(items, 6.0), kwargs={"stop": stop},
+                              daemon=True)
     sub = mqtt_subscriber("wearable/#", broker=broker)
-    _sim, pty = processes.simulator("--scenario", "tachycardia", "--seed", "3", "--speed", "6")
-    runtime = processes.start("-m", "edge", "run", "--config",
-                              str(edge_config(tmp_path, pty, broker.port)))
+    try:
+        runtime = processes.start("-m", "edge", "run", "--config", str(config))
+        online = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                              and m.json()["state"] == "online", timeout=60).json()
+        validate("status", online)
+        assert online["interpreter"] == "ai_edge_litert"
+        assert online["models"][0]["name"] == "hr"
+        # The runtime opened the port (pyserial flushes its input while opening) before it
+        # connected: from here on no byte written is lost.
+        player.start()
 
-    online = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
-                          and m.json()["state"] == "online", timeout=30).json()
-    validate("status", online)
-    assert online["interpreter"] == "ai_edge_litert"
-    assert online["models"][0]["name"] == "hr"
+        raised = sub.wait_for(lambda m: m.topic == "wearable/ward-7/wrist-1/alarms"
+                              and m.json()["event"] == "raised", timeout=60).json()
+        validate("alarm", raised)
+        assert (raised["condition"], raised["priority"]) == ("hr_high", "medium")
+        assert raised["value"] > 120
+        cleared = sub.wait_for(lambda m: m.topic.endswith("/alarms")
+                               and m.json()["event"] == "cleared", timeout=60).json()
+        validate("alarm", cleared)
+        assert cleared["alarm_id"] == raised["alarm_id"] and cleared["id"] != raised["id"]
 
-    raised = sub.wait_for(lambda m: m.topic == "wearable/ward-7/wrist-1/alarms"
-                          and m.json()["event"] == "raised", timeout=60).json()
-    validate("alarm", raised)
-    assert (raised["condition"], raised["priority"]) == ("hr_high", "medium")
-    assert raised["value"] > 120
-    cleared = sub.wait_for(lambda m: m.topic.endswith("/alarms")
-                           and m.json()["event"] == "cleared", timeout=60).json()
-    validate("alarm", cleared)
-    assert cleared["alarm_id"] == raised["alarm_id"] and cleared["id"] != raised["id"]
+        # Every frame arrived intact: a status counts all of them, none lost or damaged.
+        player.join(timeout=60)
+        assert not player.is_alive()
+        status = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                              and m.json().get("devices", {}).get("wrist-1", {})
+                              .get("frames", {}).get("frames_ok", 0) >= len(items),
+                              timeout=30).json()
+        validate("status", status)
+        frames = status["devices"]["wrist-1"]["frames"]
+        assert (frames["frames_ok"], frames["crc_errors"], frames["frames_lost"]) == (
+            len(items), 0, 0)
+        sub.wait_for_n(lambda m: streamed(m.topic), len(replayed), timeout=60)
 
-    vitals = [m.json() for m in sub.matching("wearable/ward-7/wrist-1/vitals")]
+        # Killed without a goodbye: the broker publishes the last will, retained, after
+        # everything the runtime sent before it died.
+        runtime.send_signal(signal.SIGKILL)
+        will = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                            and m.json()["state"] == "offline", timeout=30)
+    finally:
+        stop.set()
+        if player.is_alive():
+            player.join(timeout=10)
+        writer.close(drain=False)
+    validate("status", will.json())
+    assert will.json()["reason"] == "connection lost"
+    received = sub.messages
+    published = [(m.topic, m.json()) for m in received[:received.index(will)]
+                 if streamed(m.topic)]
+
+    vitals = [p for t, p in published if t == "wearable/ward-7/wrist-1/vitals"]
     assert len(vitals) >= 5
     for payload in vitals:
         validate("vitals", payload)
@@ -52,43 +116,16 @@ def test_tachycardia_alarm_end_to_end_and_last_will(broker, mqtt_subscriber, pro
     assert {v["news2"] for v in vitals if round(v["value"]) >= 131} == {3}
     assert {v["news2"] for v in vitals if 51 <= round(v["value"]) <= 90} == {0}
     # Exactly one alarm for the one tachycardia episode: no storm.
-    alarms = [m.json() for m in sub.matching("wearable/ward-7/wrist-1/alarms")]
+    alarms = [p for t, p in published if t == "wearable/ward-7/wrist-1/alarms"]
     assert [a["event"] for a in alarms] == ["raised", "cleared"]
 
-    status = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
-                          and m.json().get("devices", {}).get("wrist-1", {})
-                          .get("frames", {}).get("frames_ok", 0) > 0, timeout=10).json()
-    validate("status", status)
-    assert status["devices"]["wrist-1"]["frames"]["crc_errors"] == 0
-
-    # Replaying the same stream (same seed: byte-identical) yields the same messages.
-    recording = tmp_path / "tachycardia.bin"
-    subprocess.run([sys.executable, "-m", "device_sim", "run", "--scenario", "tachycardia",
-                    "--seed", "3", "--out", str(recording)], check=True, cwd=ROOT)
-    replayed = subprocess.run(
-        [sys.executable, "-m", "edge", "replay", str(recording), "--device", "wrist-1",
-         "--config", str(tmp_path / "edge.toml"), "--out", "-"],
-        check=True, capture_output=True, text=True, cwd=ROOT).stdout.splitlines()
-    expected_vitals = sum('/vitals"' in line for line in replayed)
-    sub.wait_for_n("wearable/ward-7/wrist-1/vitals", expected_vitals, timeout=60)
-    time.sleep(0.5)  # nothing more may arrive
-    # The stream, not the retained present state derived from it (latest/..., active_alarms).
-    published = [(m.topic, m.json()) for m in sub.messages if not m.topic.endswith("/status")
-                 and "/latest/" not in m.topic and not m.topic.endswith("/active_alarms")]
-
+    # The live run published exactly what the replay of the same bytes gives, nothing more.
     def comparable(topic, payload):
         return topic, {k: v for k, v in payload.items() if k not in ("time", "id", "alarm_id")}
 
-    assert [comparable(r["topic"], r["payload"]) for r in map(json.loads, replayed)] == [
+    assert [comparable(r["topic"], r["payload"]) for r in replayed] == [
         comparable(t, p) for t, p in published]
 
-    # Killed without a goodbye: the broker publishes the last will, retained.
-    sub.clear()
-    runtime.send_signal(signal.SIGKILL)
-    will = sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
-                        and m.json()["state"] == "offline", timeout=30).json()
-    validate("status", will)
-    assert will["reason"] == "connection lost"
     late = mqtt_subscriber("wearable/ward-7/status", broker=broker)
     retained = late.wait_for(lambda m: m.retain, timeout=5).json()
     assert retained["state"] == "offline"
@@ -120,7 +157,7 @@ def test_alarms_raised_while_the_broker_is_down_are_delivered_after_it_returns(
                        "autosave_interval 1\n") as broker:
         # A persistent session: the broker keeps QoS 1 messages for it across its restart.
         received: list[dict] = []
-        online = threading.Event()
+        online, subscribed = threading.Event(), threading.Event()
 
         def on_message(client, userdata, msg):
             payload = json.loads(msg.payload)
@@ -134,11 +171,12 @@ def test_alarms_raised_while_the_broker_is_down_are_delivered_after_it_returns(
         viewer.on_message = on_message
         viewer.on_connect = lambda c, *_: c.subscribe(
             [("wearable/+/+/alarms", 1), ("wearable/+/status", 1)])
+        viewer.on_subscribe = lambda *_: subscribed.set()
         viewer.reconnect_delay_set(1, 2)
         viewer.connect(broker.host, broker.port)
         viewer.loop_start()
         try:
-            time.sleep(0.5)
+            assert subscribed.wait(10)
             sim, pty = processes.simulator("--scenario", "tachycardia", "--seed", "5",
                                            "--speed", "10")
             config = edge_config(tmp_path, pty, broker.port)
@@ -147,9 +185,13 @@ def test_alarms_raised_while_the_broker_is_down_are_delivered_after_it_returns(
             assert online.wait(30)  # connected (and streaming) before the outage
             broker.stop()
             assert sim.wait(timeout=60) == 0  # the whole scenario played while it was down
-            time.sleep(2)
-            with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
-                waiting = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            # The runtime has read every byte (the simulator drains before it exits) and the
+            # alarm cleared well before the end: wait for both on disk, not for a time.
+            deadline, waiting = time.monotonic() + 30, 0
+            while waiting < 2 and time.monotonic() < deadline:
+                with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
+                    waiting = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+                time.sleep(0.1)
             assert waiting == 2  # raised and cleared, kept on disk
             assert received == []
             broker.start()
@@ -241,7 +283,7 @@ def test_acknowledge_over_mqtt_and_refusals(broker, mqtt_subscriber, mqtt_publis
 
     mqtt_publish(cmd_topic, json.dumps(signed_command(
         "nurse", "guess-guess-guess-guess", "wrist-1", "acknowledge", {"condition": "hr_high"},
-        command_id="bad-secret")), broker=broker)
+        node="ward-7", command_id="bad-secret")), broker=broker)
     refused = reply("bad-secret")
     validate("reply", refused)
     assert refused["ok"] is False and "not authorised" in refused["reason"]
@@ -252,7 +294,7 @@ def test_acknowledge_over_mqtt_and_refusals(broker, mqtt_subscriber, mqtt_publis
     assert "invalid JSON" in broken["reason"]
     mqtt_publish(cmd_topic, json.dumps(signed_command(
         "nurse", token, "wrist-1", "calibrate", {"systolic": 400, "diastolic": 80},
-        command_id="cal-400")), broker=broker)
+        node="ward-7", command_id="cal-400")), broker=broker)
     implausible = reply("cal-400")
     validate("reply", implausible)
     assert implausible["ok"] is False and "'systolic' must be a cuff reading" in (
@@ -260,7 +302,7 @@ def test_acknowledge_over_mqtt_and_refusals(broker, mqtt_subscriber, mqtt_publis
 
     mqtt_publish(cmd_topic, json.dumps(signed_command(
         "nurse", token, "wrist-1", "acknowledge", {"condition": "hr_high"},
-        command_id="ack-1")), broker=broker)
+        node="ward-7", command_id="ack-1")), broker=broker)
     assert reply("ack-1")["ok"] is True
     ack = sub.wait_for(lambda m: m.topic.endswith("/alarms")
                        and m.json()["event"] == "acknowledged", timeout=10).json()

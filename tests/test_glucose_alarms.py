@@ -152,9 +152,9 @@ def test_calibration_commands_out_of_range_are_refused(fields, reason):
 
     config = CommandsConfig(operators={"nurse": "nurse-token-0123456"})
     payload = json.dumps(signed_command("nurse", "nurse-token-0123456", "wrist-1", "calibrate",
-                                        fields, command_id="c1")).encode()
+                                        fields, node="ward-7", command_id="c1")).encode()
     with pytest.raises(CommandError, match=reason) as err:
-        parse_command(payload, config, "wrist-1")
+        parse_command(payload, config, "wrist-1", node="ward-7")
     assert err.value.command_id == "c1"
 
 
@@ -164,6 +164,7 @@ def test_calibration_without_a_bp_model_is_refused():
     config = CommandsConfig(operators={"nurse": "nurse-token-0123456"})
     command = parse_command(json.dumps(signed_command(
         "nurse", "nurse-token-0123456", "wrist-1", "calibrate",
-        {"systolic": 120, "diastolic": 80}, command_id="c2")).encode(), config, "wrist-1")
+        {"systolic": 120, "diastolic": 80}, node="ward-7", command_id="c2")).encode(), config,
+        "wrist-1", node="ward-7")
     with pytest.raises(CommandError, match="no blood-pressure model"):
         pipeline().command(command)

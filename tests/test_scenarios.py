@@ -117,19 +117,15 @@ def write_config(tmp_path: Path, pty: str, port: int) -> Path:
     return path
 
 
-def play(rec: Recording, speed: float, tmp_path: Path) -> tuple[str, threading.Thread]:
-    """Start writing the recording into a fresh pty (once the runtime opens it)."""
-    items = list(stream(rec, 1))
-    paths: list[str] = []
-    writer = PtyWriter(on_open=paths.append, settle_s=1.0)
-
-    def run() -> None:
-        with writer:
-            writer.play(items, speed=speed)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return paths[0], thread
+def play(rec: Recording, speed: float) -> tuple[PtyWriter, threading.Thread]:
+    """A fresh pty and a thread, not started, that writes the recording into it. Start it once
+    the runtime is online: it opened the port (pyserial flushes its input while opening)
+    before it connected. Close the writer once the runtime has stopped, so that the runtime
+    never reopens a /dev/pts/N the kernel has handed to another process meanwhile."""
+    writer = PtyWriter()
+    thread = threading.Thread(target=writer.play, args=(list(stream(rec, 1)), speed),
+                              daemon=True)
+    return writer, thread
 
 
 def run_scenario(name: str, expect: Expect, broker, mqtt_subscriber, mqtt_publish, processes,
@@ -138,10 +134,13 @@ def run_scenario(name: str, expect: Expect, broker, mqtt_subscriber, mqtt_publis
     has_bp = rec.ecg is not None
     if has_bp and not expect.calibrate_over_mqtt:
         calibration_at_rest(rec, tmp_path)
-    pty, writer = play(rec, expect.speed, tmp_path)
+    pty, player = play(rec, expect.speed)
     sub = mqtt_subscriber("wearable/#", broker=broker)
     runtime = processes.start("-m", "edge", "run", "--config",
-                              str(write_config(tmp_path, pty, broker.port)))
+                              str(write_config(tmp_path, pty.path, broker.port)))
+    sub.wait_for(lambda m: m.topic == "wearable/ward-7/status"
+                 and m.json()["state"] == "online", timeout=60)
+    player.start()
     if expect.calibrate_over_mqtt:
         # The nurse's cuff reading at rest, once the runtime has 30 s of BP estimates.
         sub.wait_for(lambda m: m.topic.endswith("/vitals") and m.json()["vital"] == "systolic_bp"
@@ -149,7 +148,8 @@ def run_scenario(name: str, expect: Expect, broker, mqtt_subscriber, mqtt_publis
         cuff = {"systolic": round(float(rec.truth.sbp_mmhg[10:40].mean())),
                 "diastolic": round(float(rec.truth.dbp_mmhg[10:40].mean()))}
         mqtt_publish(f"wearable/ward-7/{DEVICE}/cmd", json.dumps(signed_command(
-            "nurse", TOKEN, DEVICE, "calibrate", cuff, command_id="cal-1")), broker=broker)
+            "nurse", TOKEN, DEVICE, "calibrate", cuff, node="ward-7",
+            command_id="cal-1")), broker=broker)
         reply = sub.wait_for(f"wearable/ward-7/{DEVICE}/reply", timeout=10).json()
         validate("reply", reply)
         assert reply["ok"] and reply["reason"].startswith(
@@ -159,9 +159,12 @@ def run_scenario(name: str, expect: Expect, broker, mqtt_subscriber, mqtt_publis
     timeout = 120 + rec.duration_s / (100 if expect.speed == 0 else expect.speed)
     sub.wait_for(lambda m: m.topic.endswith("/vitals") and m.json()["vital"] == "heart_rate"
                  and m.json()["device_time_s"] >= last_window_s, timeout=timeout)
-    writer.join(timeout=30)
+    player.join(timeout=30)
+    assert not player.is_alive()
+    pty.drain()  # the runtime has read every byte
     runtime.send_signal(signal.SIGTERM)
     assert runtime.wait(timeout=30) == 0
+    pty.close(drain=False)
     alarms = [m.json() for m in sub.matching(f"wearable/ward-7/{DEVICE}/alarms")]
     vitals = [m.json() for m in sub.matching(f"wearable/ward-7/{DEVICE}/vitals")]
     for payload in alarms + vitals[:50]:

@@ -143,14 +143,15 @@ def test_in_a_real_terminal_keys_acknowledge_and_silence(broker, mqtt_publish,
         wait_screen(session, sparkline([143, 88, 96, 118, 131, 143]))
         subprocess.run(["tmux", "send-keys", "-t", session, "a"], check=True)
         ack = commands.wait_for("wearable/ward-7/wrist-1/cmd", timeout=20)
-        parsed = parse_command(ack.payload, CommandsConfig({"nurse-station": SECRET}), "wrist-1")
+        parsed = parse_command(ack.payload, CommandsConfig({"nurse-station": SECRET}), "wrist-1",
+                               node="ward-7")
         assert (parsed.command, parsed.condition, parsed.operator) == (
             "acknowledge", "hr_high", "nurse-station")
         wait_screen(session, "sent acknowledge hr_high on wrist-1 as nurse-station")
         subprocess.run(["tmux", "send-keys", "-t", session, "s"], check=True)
         (_, silence) = commands.wait_for_n("wearable/ward-7/wrist-1/cmd", 2, timeout=20)
         parsed = parse_command(silence.payload, CommandsConfig({"nurse-station": SECRET}),
-                               "wrist-1")
+                               "wrist-1", node="ward-7")
         assert (parsed.command, parsed.minutes) == ("silence", 3.0)
         # The runtime's answer shows up on the screen.
         reply = {"schema": "wearable-edge/reply/1", "node": "ward-7", "device": "wrist-1",
