@@ -257,7 +257,8 @@ class HeartRateRunner(ModelRunner):
     Each window the model gives a probability per HR bin. An online forward filter (as in
     BeliefPPG) carries the belief from one window to the next through a transition prior (a
     Laplace kernel of TRANSITION_BPM per hop, plus a small uniform share so a real sudden
-    change wins within a few windows) and multiplies in the window's own distribution. The
+    change wins within a few windows) and multiplies in the window's own distribution
+    (tempered: its square root, so one confident window cannot overturn it alone). The
     published value is the most probable rate (the belief's mode, refined between bins by
     its neighbours), never the mean of a split belief; details carry its central
     CI_MASS credible interval. A belief whose interval is wider than MAX_CI_WIDTH_BPM is
@@ -268,6 +269,7 @@ class HeartRateRunner(ModelRunner):
 
     TRANSITION_BPM = 3.0  # Laplace scale of the heart-rate change per 2-s hop
     UNIFORM_SHARE = 0.02  # of the predicted belief spread flat over every bin
+    LIKELIHOOD_FLOOR = 1e-4  # of a bin's probability (an int8 output cannot tell 0 from it)
     RESET_GAP_S = 30.0
     CI_MASS = 0.9
     # Calibrated on validation windows (docs/models.md): wider than this, the MAP is off by
@@ -308,7 +310,9 @@ class HeartRateRunner(ModelRunner):
         else:
             prior = (1 - self.UNIFORM_SHARE) * (self._kernel @ self._belief) + (
                 self.UNIFORM_SHARE / n)
-        post = prior if p is None else prior * (p + 1e-6)
+        # The window's distribution enters tempered (square root, floored): one confident
+        # window cannot overturn a settled belief, a few agreeing ones do.
+        post = prior if p is None else prior * np.sqrt(p + self.LIKELIHOOD_FLOOR)
         post = post / post.sum()
         self._belief = post
         return post

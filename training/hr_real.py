@@ -213,19 +213,19 @@ def heartpy_rate(rec: Recording, window_s: float = SPC_WINDOW_S) -> tuple[np.nda
     out = np.empty(len(rec.ref_end_s))
     last, failed = 75.0, 0
     for i, end in enumerate(rec.ref_end_s):
-        a, b = int(round((end - window_s) * rate)), int(round(end * rate))
+        a, b = round((end - window_s) * rate), round(end * rate)
         seg = x[max(a, 0):min(b, len(x))]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 filt = hp.filter_signal(seg, [0.7, 3.5], sample_rate=rate, order=3,
                                         filtertype="bandpass")
-                wd, m = hp.process(filt, sample_rate=rate)
+                _, m = hp.process(filt, sample_rate=rate)
             bpm = float(m["bpm"])
             if not np.isfinite(bpm) or not 25 <= bpm <= 250:
                 raise ValueError(bpm)
             last = bpm
-        except Exception:  # noqa: BLE001 - HeartPy signals an unreadable window many ways
+        except Exception:  # HeartPy signals an unreadable window in many ways
             failed += 1
         out[i] = last
     return out, failed
@@ -301,3 +301,32 @@ def table(rows: Sequence[Scored]) -> str:
                      f"({sum(r.heartpy_failed for r in rows)}) | "
                      f"{sum(r.false_alarms for r in rows)} |")
     return "\n".join(lines)
+
+
+def evaluate_command(args: Any, log: Callable[[str], None]) -> int:
+    """`wearable-train evaluate hr`: per-recording results on stdout (Markdown)."""
+    from training import hr
+
+    bundle = args.bundle or Path("models") / "hr.json"
+    sections = []
+    if args.real_data is not None:
+        folder = hr.spc_folder(args.real_data)
+        if args.loso:
+            rows = hr.loso(folder, args.work, quick=args.quick, seed=args.seed,
+                           folds=args.folds, log=log)
+            title = (f"IEEE SP Cup 2015, leave-subject-out ({args.folds} folds: each "
+                     "recording scored by a model trained without it)")
+        else:
+            if not Path(bundle).exists():
+                raise TrainingError(f"{bundle}: no such model manifest; give --bundle")
+            rows = evaluate(load_spc2015(folder), bundle, log)
+            title = f"IEEE SP Cup 2015, {bundle} (its training set: not held out)"
+        sections.append((title, rows))
+    if args.data:
+        if not Path(bundle).exists():
+            raise TrainingError(f"{bundle}: no such model manifest; give --bundle")
+        sections.append((f"your recordings, {bundle}", evaluate(load_user(args.data), bundle,
+                                                               log)))
+    for title, rows in sections:
+        print(f"\n### {title}\n\n{table(rows)}\n")
+    return 0
