@@ -79,8 +79,9 @@ class Plan:
             return Plan(train_subjects=48, val_subjects=8, test_subjects=12, builtin_seeds=1,
                         duration_s=180, epochs=8, randomised_train=96, randomised_val=8,
                         real_stretches=(1.0,), loso_epochs=4)
-        return Plan(train_subjects=160, val_subjects=32, test_subjects=96, builtin_seeds=3,
-                    duration_s=300, epochs=20, randomised_train=900, randomised_val=60)
+        return Plan(train_subjects=100, val_subjects=32, test_subjects=96, builtin_seeds=3,
+                    duration_s=300, epochs=10, randomised_train=500, randomised_val=40,
+                    loso_epochs=5)
 
 
 def classes_bpm() -> np.ndarray:
@@ -331,8 +332,8 @@ def loso(real_data: Path, work: Path, *, quick: bool = False, seed: int = 0,
 
     plan = Plan.for_run(quick)
     if not quick:  # fold models: a third of the shipped model's simulation, fewer epochs
-        plan = replace(plan, train_subjects=60, val_subjects=16, randomised_train=300,
-                       randomised_val=30)
+        plan = replace(plan, train_subjects=40, val_subjects=16, randomised_train=200,
+                       randomised_val=20)
     real = hr_real.load_spc2015(spc_folder(real_data))
     splits = plan_splits(plan, seed)
     sim = {k: data.build_windows(splits[k], PREPROCESSING) for k in ("train", "val")}
