@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from test_training_recordings import sim, write_csv
 from training_cli import assert_one_line_error, train_cli
+
 from training import hr_real
 
 SPC = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ieee_spc2015"
