@@ -362,6 +362,7 @@ def ci_calibration(manifest_path: Path, seeds: Sequence[int],
     for a, b in pairwise(edges):
         sel = (w >= a) & (w < b)
         if sel.any():
+            off5, off10 = 100 * (e[sel] > 5).mean(), 100 * (e[sel] > 10).mean()
             lines.append(f"| {a:g}-{b:g} | {sel.sum()} | {e[sel].mean():.2f} | "
-                         f"{100 * (e[sel] > 5).mean():.0f} % | {100 * (e[sel] > 10).mean():.0f} % |")
+                         f"{off5:.0f} % | {off10:.0f} % |")
     return "\n".join(lines)
