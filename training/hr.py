@@ -79,8 +79,8 @@ class Plan:
             return Plan(train_subjects=48, val_subjects=8, test_subjects=12, builtin_seeds=1,
                         duration_s=180, epochs=8, randomised_train=96, randomised_val=8,
                         real_stretches=(1.0,), loso_epochs=4)
-        return Plan(train_subjects=100, val_subjects=32, test_subjects=96, builtin_seeds=3,
-                    duration_s=300, epochs=10, randomised_train=500, randomised_val=40,
+        return Plan(train_subjects=200, val_subjects=32, test_subjects=96, builtin_seeds=3,
+                    duration_s=300, epochs=16, randomised_train=500, randomised_val=40,
                     loso_epochs=5)
 
 
