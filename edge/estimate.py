@@ -269,10 +269,6 @@ class HeartRateRunner(ModelRunner):
 
     TRANSITION_BPM = 3.0  # Laplace scale of the heart-rate change per 2-s hop
     UNIFORM_SHARE = 0.02  # of the predicted belief spread flat over every bin
-    # Harmonic arbiter: the PPG clearly repeats at k times a bin's interval (autocorrelation
-    # at least ACF_PERIODIC) and by ACF_MARGIN more than at the bin's own interval.
-    ACF_PERIODIC = 0.6
-    ACF_MARGIN = 0.25
     LIKELIHOOD_FLOOR = 1e-4  # of a bin's probability (an int8 output cannot tell 0 from it)
     RESET_GAP_S = 30.0
     CI_MASS = 0.9
@@ -293,39 +289,10 @@ class HeartRateRunner(ModelRunner):
         self._kernel = kernel / kernel.sum(axis=0, keepdims=True)  # column j: from bin j
         self._belief: np.ndarray | None = None
         self._last_end_s = -math.inf
-        self._acf: np.ndarray | None = None
-        # Bin of bins / k (-1 below the lowest bin), for the harmonic arbiter.
-        step = float(np.median(np.diff(self.bins)))
-        self._subharmonic = {}
-        for k in (2, 3, 4):
-            j = np.rint((self.bins / k - self.bins[0]) / step).astype(int)
-            self._subharmonic[k] = np.where(self.bins / k >= self.bins[0] - step / 2, j, -1)
 
     def outputs(self, features: np.ndarray) -> np.ndarray:
         p = np.clip(self.model.raw(features).reshape(-1), 0.0, None)
-        # The window's autocorrelation column, for the harmonic arbiter in interpret().
-        self._acf = (features[:, 2] if features.ndim == 2 and features.shape[1] >= 3
-                     and len(features) == len(p) else None)
         return p / max(float(p.sum()), 1e-12)
-
-    def harmonic_arbiter(self, p: np.ndarray, acf: np.ndarray) -> np.ndarray:
-        """Move the probability of a bin that is a harmonic of the heart to the heart.
-
-        `acf` is the window's PPG autocorrelation at each bin's beat interval (the third
-        feature column). A sharp pulse puts its 2nd-3rd harmonics above its fundamental, and a
-        model can read 60 bpm as 120 or 180. The time domain decides: a bin whose interval
-        the PPG repeats at clearly less (by ACF_MARGIN) than at k times that interval, where it
-        clearly repeats (at least ACF_PERIODIC; k = 2, 3, 4, the smallest k that does), is the
-        k-th harmonic of a heart at bin / k: its probability moves there. A true fast heart
-        repeats at its own interval as well as at its multiples, and noise lowers both alike:
-        neither is moved. Applied only when the wearer is still (or motion is unknown)."""
-        target = np.arange(len(p))
-        for k in (4, 3, 2):  # the smallest k written last wins
-            j = self._subharmonic[k]
-            at_j = acf[np.maximum(j, 0)]
-            ok = (j >= 0) & (at_j >= self.ACF_PERIODIC) & (at_j - acf >= self.ACF_MARGIN)
-            target = np.where(ok, j, target)
-        return np.bincount(target, weights=p, minlength=len(p))
 
     def reset(self) -> None:
         """Forget the belief (a reboot, a long gap, a new wearer)."""
@@ -364,11 +331,6 @@ class HeartRateRunner(ModelRunner):
 
     def interpret(self, outputs: np.ndarray, quality: str, motion_g: float | None,
                   end_s: float) -> list[Estimate]:
-        still = motion_g is None or motion_g < MotionArtefactGate.MOTION_G
-        if still and self._acf is not None:
-            # Not under motion: an arm swing repeats at multiples of the heart's interval
-            # too, and would pull a moving wearer's rate down to a fraction.
-            outputs = self.harmonic_arbiter(outputs, self._acf)
         belief = self.track(None if quality == SENSOR else outputs, end_s)
         value, low, high = self.summary(belief)
         if quality == GOOD:

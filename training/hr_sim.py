@@ -62,12 +62,12 @@ def _pulse_train(rng: np.random.Generator, t: np.ndarray, hr_per_s: np.ndarray) 
         rr = 60.0 / hr_per_s[min(int(b), duration - 1)]
         b += rr * (1 + rng.normal(0, jitter))
     beats_arr = np.array(beats)
-    sys_w = rng.uniform(0.04, 0.16)  # s, systolic wave width (sharp .. smooth)
+    sys_w = rng.uniform(0.025, 0.16)  # s, systolic wave width (sharp finger .. smooth wrist)
     sys_at = rng.uniform(0.08, 0.25)
-    dic_a = rng.uniform(0.0, 0.7) if rng.uniform() < 0.7 else 0.0
-    dic_w = rng.uniform(0.03, 0.12)
+    dic_a = rng.uniform(0.0, 0.9) if rng.uniform() < 0.7 else 0.0
+    dic_w = rng.uniform(0.025, 0.12)
     dic_at = sys_at + rng.uniform(0.15, 0.35)
-    skew = rng.uniform(0.0, 1.5)  # slower decay than rise
+    skew = rng.uniform(0.0, 1.5) if rng.uniform() < 0.7 else 0.0  # slower decay than rise
     x = np.zeros_like(t)
     for k, b in enumerate(beats_arr):
         rr = beats_arr[k + 1] - b if k + 1 < len(beats_arr) else 60.0 / hr_per_s[-1]
