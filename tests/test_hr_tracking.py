@@ -65,8 +65,17 @@ def strongest_bpm(x: np.ndarray) -> float:
     return 60 * float(f[band][spec[band].argmax()])
 
 
-@pytest.mark.parametrize("bpm", [40, 50, 60, 75, 90, 110, 130, 150, 175, 200])
-@pytest.mark.parametrize("shape", SHAPES, ids=[s[0] for s in SHAPES])
+# hr 2.0.0 misses the target on these: it reads a sharp pulse with a strong dicrotic wave at
+# 50, 60 and 90 bpm at its 3rd/4th/2nd harmonic, and at 110 bpm up to 4 bpm high (docs/models.md,
+# Limits). Strict: the day a model reads them, this list must shrink.
+MISSED = {("sharp", 50), ("sharp", 60), ("sharp", 90), ("sharp", 110)}
+GRID = [pytest.param(shape, bpm, id=f"{shape[0]}-{bpm}", marks=pytest.mark.xfail(
+            strict=True, reason="hr 2.0.0 reads this sharp pulse at a harmonic"))
+        if (shape[0], bpm) in MISSED else pytest.param(shape, bpm, id=f"{shape[0]}-{bpm}")
+        for shape in SHAPES for bpm in (40, 50, 60, 75, 90, 110, 130, 150, 175, 200)]
+
+
+@pytest.mark.parametrize(("shape", "bpm"), GRID)
 def test_clean_pulses_smooth_to_sharp_read_within_3_bpm(model, bpm, shape):
     _, width, dicrotic, delay = shape
     ppg = pulses(bpm, width, dicrotic, delay)
