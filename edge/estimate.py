@@ -274,9 +274,9 @@ class HeartRateRunner(ModelRunner):
     RESET_GAP_S = 30.0
     CI_MASS = 0.9
     # Chosen before any real data was seen; measured since (docs/models.md, Quality): on
-    # held-out randomised simulations 90 % intervals under 15 bpm are > 5 bpm off in 7-9 % of
-    # windows, 15-25 bpm in 64-67 % (few windows); on the SP Cup LOSO folds 15 or 20 would
-    # cost 5.6 or 2.6 points of "good" for 0.12 / 0.08 bpm less MAE on good windows.
+    # held-out randomised simulations 90 % intervals of 5-10 bpm are > 5 bpm off in 7 % of
+    # windows, 10-15 in 23 %, 15-25 in 25-38 % (few windows); on the SP Cup LOSO folds 15 or
+    # 20 cost 5.6 or 2.6 points of "good" for 0.12 / 0.08 bpm less MAE on good windows.
     MAX_CI_WIDTH_BPM = 25.0
 
     def __init__(self, device: str, model: Model) -> None:
