@@ -331,7 +331,7 @@ class HeartRateRunner(ModelRunner):
         cdf = np.cumsum(belief)
         tail = (1 - self.CI_MASS) / 2
         a = int(np.searchsorted(cdf, tail))
-        b = int(min(np.searchsorted(cdf, 1 - tail), len(self.bins) - 1))
+        b = min(int(np.searchsorted(cdf, 1 - tail)), len(self.bins) - 1)
         return value, float(self.bins[a]), float(self.bins[b])
 
     def interpret(self, outputs: np.ndarray, quality: str, motion_g: float | None,
