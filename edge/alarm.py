@@ -223,7 +223,10 @@ class Alarm:
                 return None
             if self.onset_s is None:
                 self.onset_s = t
-            if t - self.onset_s < c.delay_s:
+            # Raised only on an estimate that itself crosses the limit: the condition must
+            # still hold when its delay ends (an alarm on a reading just inside the limit
+            # read "Heart rate high: 116.9 bpm (above limit 120)").
+            if t - self.onset_s < c.delay_s or not self.rule.crossed(estimate, moving):
                 return None
             self.active_id = uuid.uuid4().hex
             self.recovery_s, self.condition_over, self.acknowledged = None, False, False

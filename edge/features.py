@@ -83,8 +83,42 @@ def motion_rms_g(acc: np.ndarray) -> float:
     return float(np.sqrt((acc**2).sum(axis=1).mean()))
 
 
+def ppg_acc_spectrum_acf(ppg: np.ndarray, acc: np.ndarray | None, *, fs: float, nfft: int,
+                         f_lo: float, f_hi: float) -> np.ndarray:
+    """`ppg_acc_spectrum` plus a third column: the PPG's autocorrelation at the lag of each
+    bin's beat interval (60 / bpm s).
+
+    A sharp pulse (finger clip, low heart rate) puts more power in its 2nd and 3rd harmonics
+    than in the fundamental, so the spectrum alone shows a 60 bpm heart as peaks at 60, 120
+    and 180 bpm. The autocorrelation is highest at the true beat interval whatever the
+    harmonic balance (every harmonic lines up again after one period), and low at half of it;
+    its own error, a peak at twice the interval (30 bpm), is where the spectrum has nothing.
+    The model sees both, so 60/120/180 read as one heart at 60.
+    Returns (n_bins, 3) float32; column 2 is the normalised autocorrelation clipped to [0, 1].
+    """
+    spec = ppg_acc_spectrum(ppg, acc, fs=fs, nfft=nfft, f_lo=f_lo, f_hi=f_hi)
+    n = len(ppg)
+    lags = _acf_lags(fs, nfft, f_lo, f_hi)
+    z = _zscore(np.asarray(ppg, dtype=np.float64))
+    size = 1 << int(np.ceil(np.log2(2 * n)))  # zero-padded: no circular wrap-around
+    power = np.abs(np.fft.rfft(z, size)) ** 2
+    acf = np.fft.irfft(power, size)[:n]
+    acf = acf / (acf[0] + _EPS) * n / (n - np.arange(n))  # unbiased: each lag's overlap
+    at = np.interp(lags, np.arange(n), acf, right=0.0)
+    return np.concatenate([spec, np.clip(at, 0.0, 1.0)[:, None].astype(np.float32)], axis=1)
+
+
+@functools.lru_cache(maxsize=32)
+def _acf_lags(fs: float, nfft: int, f_lo: float, f_hi: float) -> np.ndarray:
+    """The beat interval of each feature bin, in samples (read-only: shared between calls)."""
+    lags = fs / spectrum_frequencies(fs, nfft, f_lo, f_hi)
+    lags.flags.writeable = False
+    return lags
+
+
 FEATURES: dict[str, Callable[..., np.ndarray]] = {
     "ppg_acc_spectrum": ppg_acc_spectrum,
+    "ppg_acc_spectrum_acf": ppg_acc_spectrum_acf,
 }
 
 

@@ -196,3 +196,30 @@ def test_hr_high_uses_the_moving_limit_while_the_wearer_moves():
     engine = AlarmEngine(AlarmsConfig(hr_high=ThresholdAlarmConfig(120, moving_threshold=0)))
     events = [e for t in range(0, 10, 2) for e in engine.update(moving_hr(t, 150, 0.3))]
     assert [(e.event, e.limit) for e in events] == [("raised", 120)]
+
+
+def test_an_alarm_is_raised_only_on_an_estimate_past_its_limit_so_its_text_holds():
+    # The crossing began at 2 s; at 4 s, when the delay ends, the reading is 116.9: inside the
+    # limit (though not past the hysteresis). Raising then read "Heart rate high: 116.9 bpm
+    # (above limit 120)". The alarm waits for the next reading that really is above.
+    engine = AlarmEngine(AlarmsConfig())
+    events = run(engine, [(0, 80), (2, 125), (4, 116.9), (6, 124)])
+    assert [(e.event, e.device_time_s, e.onset_s) for e in events] == [("raised", 6, 2)]
+    (raised,) = events
+    assert raised.value > raised.limit
+    assert raised.message == "Heart rate high: 124.0 bpm (above limit 120)"
+
+
+@pytest.mark.parametrize("quality", ["uncertain", "motion", "sensor"])
+def test_a_doubtful_heart_rate_neither_raises_nor_clears(quality):
+    # (motion and sensor have technical alarms of their own: only hr_high is looked at)
+    engine = AlarmEngine(AlarmsConfig())
+
+    def hr_high(events):
+        return [e for e in events if e.condition == "hr_high"]
+
+    assert hr_high(run(engine, [(t, 150) for t in range(0, 20, 2)], quality)) == []
+    run(engine, [(20, 150), (22, 150)])  # raised by good estimates
+    assert ("d1", "hr_high") in engine.active()
+    assert hr_high(run(engine, [(t, 80) for t in range(24, 60, 2)], quality)) == []
+    assert ("d1", "hr_high") in engine.active()

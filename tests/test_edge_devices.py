@@ -116,7 +116,8 @@ def test_device_threads_calling_one_model_at_once_get_their_own_answers(hr_model
 
 def test_model_predict_is_safe_from_several_threads(hr_model):
     rng = np.random.default_rng(0)
-    inputs = [rng.uniform(0, 1, (100, 2)).astype(np.float32) for _ in range(32)]
+    shape = tuple(hr_model.manifest.input.shape[1:])  # (100, 3) since hr 2.0.0
+    inputs = [rng.uniform(0, 1, shape).astype(np.float32) for _ in range(32)]
     expected = [hr_model.predict(x) for x in inputs]
     mismatches: list[int] = []
     errors: list[BaseException] = []

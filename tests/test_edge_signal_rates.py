@@ -225,12 +225,22 @@ def test_the_hr_model_is_accurate_on_resampled_channels(hr_model, ppg_rate, acc_
     if activity == "rest":  # under motion the model's own error dominates: compare below
         errors = [abs(v["value"] - window_truth(recording, v)) for v in got]
         assert max(errors) < 3.0, errors
-    # The same beats and movement sampled at 64 / 32 Hz (integer ratios) give the same.
+    # The same beats and movement sampled at 64 / 32 Hz (integer ratios) give the same, to one
+    # HR bin (1.875 bpm; 1 bpm before hr 2.0.0): the runtime now publishes the tracked belief's
+    # mode, which a small change of the window's distribution can move by a bin (the mean it
+    # published before moved smoothly).
+    # Under motion a bin's difference can persist for a few windows in the belief: there the
+    # median difference stays within 1 bpm and every window within 5.
     _, native = run(64.0, 32.0)
+    diffs = []
     for a, b in zip(got, native, strict=False):
         assert a["device_time_s"] == b["device_time_s"]
-        assert a["value"] == pytest.approx(b["value"], abs=1.0)
+        diffs.append(abs(a["value"] - b["value"]))
         assert a["motion_g"] == pytest.approx(b["motion_g"], rel=0.1, abs=2e-3)
+    if activity == "rest":
+        assert max(diffs) <= 1.875, diffs
+    else:
+        assert np.median(diffs) <= 1.0 and max(diffs) <= 5.0, diffs
 
 
 @pytest.mark.parametrize("rate", [20.0, 25.0])

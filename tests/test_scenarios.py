@@ -65,9 +65,11 @@ SCENARIOS = {
     "rest": Expect(),
     "tachycardia": Expect({"hr_high": "medium"}, ("hr_high",)),
     "bradycardia": Expect({"hr_low": "high"}, ("hr_low",)),
-    # Running at 160 bpm is exercise, not a tachycardia (hr_high's moving limit); with the
-    # cadence on the heart rate the estimate is unreliable for a while: a technical alarm.
-    "exercise": Expect({"motion": "low"}, ("motion",)),
+    # Running at 160 bpm is exercise, not a tachycardia (hr_high's moving limit). hr 1.x lost
+    # the heart while the cadence crossed it (a technical motion alarm); tracked across
+    # windows (hr 2.0.0) the reading holds: exercise seeds 1 and 2 read within 1.5-1.8 bpm MAE,
+    # 97-99 % good (training.hr_real.run_runtime), so no alarm at all.
+    "exercise": Expect(),
     "atrial-fibrillation": Expect({"hr_high": "medium"}, ("hr_high",)),
     "hypertensive-crisis": Expect({"sbp_high": "high", "dbp_high": "medium"}, speed=10.0,
                                   calibrate_over_mqtt=True),

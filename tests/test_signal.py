@@ -86,3 +86,23 @@ def test_spectrum_feature_peaks_at_the_pulse_rate_and_ignores_amplitude():
     swing = 0.3 * np.sin(2 * np.pi * 2.0 * t)[:, None] * np.array([1.0, 0.5, 0.0])
     moving = ppg_acc_spectrum(ppg, swing, **params)
     assert abs(freqs[np.argmax(moving[:, 1])] - 2.0) < 0.04 and moving[:, 1].max() > 0.9
+
+
+def test_autocorrelation_column_sees_a_sharp_pulse_at_its_rate_not_its_harmonic():
+    from edge.features import ppg_acc_spectrum_acf
+
+    fs, bpm = 32.0, 60.0
+    t = np.arange(256) / fs
+    # Systolic and dicrotic waves 0.35 s apart: the 2nd harmonic outweighs the fundamental.
+    beats = np.arange(-1, 10)
+    ppg = sum(np.exp(-0.5 * ((t - b - 0.15) / 0.035) ** 2)
+              + 0.8 * np.exp(-0.5 * ((t - b - 0.5) / 0.04) ** 2) for b in beats)
+    params = {"fs": fs, "nfft": 1024, "f_lo": 0.5, "f_hi": 3.6}
+    f = ppg_acc_spectrum_acf(ppg, None, **params)
+    g = ppg_acc_spectrum_acf(500 * ppg + 3e4, None, **params)
+    bins = 60 * spectrum_frequencies(fs, 1024, 0.5, 3.6)
+    assert f.shape == (100, 3) and np.allclose(f, g, atol=1e-5)  # amplitude and offset free
+    assert bins[f[:, 0].argmax()] > 1.9 * bpm  # the spectrum's peak: a harmonic
+    at = np.abs(bins - bpm).argmin()
+    half = np.abs(bins - 2 * bpm).argmin()
+    assert f[at, 2] > 0.9 and f[half, 2] < 0.5  # the autocorrelation: the heart

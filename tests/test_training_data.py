@@ -60,7 +60,7 @@ def test_labels_agree_with_the_pulse_at_rest(augment, ppg_rate, acc_rate):
     assert len(w) == expected if not augment else abs(len(w) - expected) <= 5
     assert np.median(np.abs(spectral_peak_bpm(w) - w.hr_bpm)) < 1.5
     assert not w.moving.any()
-    assert w.x.dtype == np.float32 and w.x.shape[1:] == (100, 2)
+    assert w.x.dtype == np.float32 and w.x.shape[1:] == (100, 3)  # PPG, motion, autocorr.
 
 
 def test_motion_is_labelled_and_measured():
@@ -81,3 +81,24 @@ def test_windows_end_on_the_runtime_grid():
     ppg = rng.normal(size=int(rec_rate * 30))
     win = extract_windows(hr.PREPROCESSING, ppg, rec_rate, None, None)
     np.testing.assert_allclose(win.end_s, np.arange(8.0, 30.0 + 1e-9, 2.0))
+
+
+def test_randomised_simulator_is_seeded_and_covers_the_flat_prior():
+    from training import hr_sim
+
+    a, b = hr_sim.simulate(11), hr_sim.simulate(11)
+    assert np.array_equal(a.ppg, b.ppg) and np.array_equal(a.hr_bpm, b.hr_bpm)
+    starts = np.array([hr_sim.simulate(s, duration_s=10).hr_bpm[0] for s in range(200)])
+    lo, hi = hr_sim.HR_RANGE_BPM
+    assert starts.min() >= lo and starts.max() <= hi
+    # flat: each third of the range holds roughly a third of the starts
+    thirds = np.histogram(starts, bins=3, range=(lo, hi))[0]
+    assert thirds.min() > 40, thirds
+
+
+def test_randomised_windows_are_labelled_with_their_pulse():
+    from training import hr_sim
+
+    w = hr_sim.recording_windows(5, hr.PREPROCESSING, 1)
+    assert w.x.shape[1:] == (100, 3) and len(w) >= (120 - 8) // 2  # resampler lag: -1
+    assert np.all((w.hr_bpm >= 35) & (w.hr_bpm <= 210))

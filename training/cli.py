@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import time
@@ -19,6 +20,13 @@ MODELS: dict[str, str] = {
     "bp": "training.bp:train",
 }
 ALL = "all"
+# `wearable-train evaluate MODEL`: each model's evaluation on real, labelled recordings,
+# (args, log) -> exit status. Other models add theirs here.
+EVALUATORS: dict[str, str] = {
+    "hr": "training.hr_real:evaluate_command",
+    "glucose": "training.glucose_real:evaluate_command",
+}
+EVALUATE = "evaluate"
 
 
 def _trainer(name: str) -> Callable[..., list[Path]]:
@@ -40,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "your own recordings').",
     )
     parser.add_argument("model", help=f"model to train: {', '.join([*MODELS, ALL])} "
-                        f"({ALL} = every model)")
+                        f"({ALL} = every model); or '{EVALUATE} MODEL ...' to score a model on "
+                        "real recordings (wearable-train evaluate --help)")
     parser.add_argument("--out", type=Path, required=True,
                         help="directory for the bundle; created if missing")
     parser.add_argument("--seed", type=int, default=0,
@@ -57,10 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "simulated training data; 20%% of the files (at least 1 of 3) are "
                         "held out and scored in the report's 'Your recordings' section")
     parser.add_argument("--real-data", type=Path, metavar="DIR",
-                        help="glucose: a folder of real CGM traces (CSV 'timestamp,"
-                        "glucose_value_mg_dl', one per person, e.g. ../shared/datasets/cgm); "
-                        "split by person, trained on with the simulator, scored per dataset "
-                        "(make models passes it)")
+                        help="the shared real datasets folder (../shared/datasets/README.md); "
+                        "models that train on real recordings read theirs from it (hr: the "
+                        "IEEE SP Cup 2015 set in ieee_spc2015/; glucose: the CGM traces in "
+                        "cgm/, split by person). make models passes it")
     parser.add_argument("--data-only", action="store_true",
                         help="train and validate on the --data recordings alone (at least 3 "
                         "files: train, validation and held-out test), no simulated training "
@@ -68,40 +77,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# `wearable-train evaluate MODEL`: score a shipped bundle on real data (no training).
-EVALUATORS: dict[str, str] = {
-    "glucose": "training.glucose_real:evaluate_main",
-}
+def build_evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wearable-train evaluate",
+        description="Score a shipped model on real, labelled recordings through the runtime's "
+        "own code path, per recording, beside simple peers on the same windows.",
+        epilog="Examples: wearable-train evaluate hr --real-data ../shared/datasets ; "
+        "wearable-train evaluate hr --data my_recordings/ ; make eval. hr: every reference "
+        "window is scored with the value the runtime published for it, whatever its quality; "
+        "peers: the PPG spectrum's highest bin and HeartPy's beat detector.",
+    )
+    parser.add_argument("model", help=f"model to evaluate: {', '.join(EVALUATORS)}")
+    parser.add_argument("--bundle", type=Path, default=None, metavar="MANIFEST",
+                        help="the model's manifest (default: models/<model>.json)")
+    parser.add_argument("--data", type=Path, nargs="+", metavar="PATH",
+                        help="your own recordings: CSV files or WFDB records, or folders of "
+                        "them (docs/recording-csv.md); hr needs a ppg and an ecg column (the "
+                        "reference is the ECG's heart rate)")
+    parser.add_argument("--real-data", type=Path, metavar="DIR",
+                        help="the shared datasets folder (or the dataset's own folder): hr "
+                        "reads the IEEE SP Cup 2015 training set (ieee_spc2015/), glucose the "
+                        "held-out people of the CGM traces (cgm/)")
+    parser.add_argument("--loso", action="store_true",
+                        help="with --real-data: leave-subject-out instead of the shipped "
+                        "model: for each fold, train a model without the held-out recordings "
+                        "and score only those (needs TensorFlow; tens of minutes)")
+    parser.add_argument("--folds", type=int, default=12,
+                        help="--loso folds (12 = one per SP Cup recording; fewer groups them)")
+    parser.add_argument("--work", type=Path, default=Path("build/loso"),
+                        help="--loso: where the fold models are written (default build/loso)")
+    parser.add_argument("--quick", action="store_true",
+                        help="--loso with few subjects and epochs (smoke test, not figures)")
+    parser.add_argument("--seed", type=int, default=0, help="--loso training seed")
+    return parser
 
 
 def evaluate_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="wearable-train evaluate",
-        description="Score a shipped model bundle on real held-out data (the same people the "
-        "model card reports).")
-    parser.add_argument("model", help=f"model to evaluate: {', '.join(EVALUATORS)}")
-    parser.add_argument("--models", type=Path, default=Path("models"),
-                        help="bundle folder (default: models)")
-    parser.add_argument("--real-data", type=Path, metavar="DIR",
-                        default=Path("../shared/datasets/cgm"),
-                        help="real data folder (glucose default: ../shared/datasets/cgm)")
-    args = parser.parse_args(argv)
+    import importlib
+
+    args = build_evaluate_parser().parse_args(argv)
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
     try:
         if args.model not in EVALUATORS:
-            raise TrainingError(f"unknown model {args.model!r} to evaluate; valid: "
+            raise TrainingError(f"no evaluation for model {args.model!r}; valid: "
                                 f"{', '.join(EVALUATORS)}")
-        import importlib
-
+        if not args.data and not args.real_data:
+            raise TrainingError("nothing to evaluate on: give --data PATH ... (your labelled "
+                                "recordings) and/or --real-data DIR (e.g. ../shared/datasets)")
+        if args.loso and not args.real_data:
+            raise TrainingError("--loso retrains on the --real-data recordings; give "
+                                "--real-data DIR")
+        if not 1 <= args.folds <= 12:
+            raise TrainingError(f"--folds {args.folds}: give 1 to 12")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         module, func = EVALUATORS[args.model].split(":")
-        return int(getattr(importlib.import_module(module), func)(args.models, args.real_data))
+        return int(getattr(importlib.import_module(module), func)(args, log))
     except WearableError as err:
-        print(f"wearable-train: error: {err}", file=sys.stderr)
+        print(f"wearable-train evaluate: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("wearable-train evaluate: interrupted", file=sys.stderr)
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["evaluate"]:
+    if argv[:1] == [EVALUATE]:
         return evaluate_main(argv[1:])
     args = build_parser().parse_args(argv)
 
@@ -117,8 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 <= args.seed < 2**32:
             raise TrainingError(f"--seed {args.seed} is out of range; give an integer from 0 "
                                 f"to {2**32 - 1}")
-        if args.real_data is not None and "glucose" not in names:
-            raise TrainingError("--real-data is for the glucose model; train glucose (or all)")
         if args.data_only and not args.data:
             raise TrainingError("--data-only needs --data PATH ...: the recordings to train on")
         prepared = {}
@@ -136,8 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # TensorFlow's C++ start-up chatter would drown the progress lines.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         for name in names:
-            extra = {"recordings": prepared[name]} if name in prepared else {}
-            if name == "glucose" and args.real_data is not None:
+            extra: dict[str, object] = {"recordings": prepared[name]} if name in prepared else {}
+            if args.real_data is not None and "real_data" in inspect.signature(
+                    _trainer(name)).parameters:
                 extra["real_data"] = args.real_data
             for path in _trainer(name)(out, quick=args.quick, seed=args.seed, log=log,
                                        **extra):

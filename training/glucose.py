@@ -116,6 +116,7 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
     if real_data is not None:
         from training import glucose_real
 
+        real_data = glucose_real.cgm_folder(real_data)
         real = glucose_real.prepare(real_data, PREPROCESSING, seed, log)
         # Real lows are rarer and noisier than simulated ones: a milder low weighting (the
         # alert's threshold is tuned on validation people instead).

@@ -20,6 +20,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -463,6 +464,20 @@ def markdown(result: dict, targets: dict[str, float]) -> str:
               "|---|---|---|"]
     lines += [f"| {t} | {r} | {'yes' if ok else '**no**'} |" for t, r, ok in checks]
     return "\n".join(lines) + "\n\n" + SOURCES
+
+
+def cgm_folder(path: Path) -> Path:
+    """The CGM traces: `path` itself, or its cgm/ (the shared datasets folder)."""
+    return path / "cgm" if (Path(path) / "cgm").is_dir() else Path(path)
+
+
+def evaluate_command(args: Any, log: Callable[[str], None]) -> int:
+    """`wearable-train evaluate glucose --real-data DIR [--bundle MANIFEST]`."""
+    if not args.real_data:
+        raise TrainingError("glucose is scored on real CGM traces: give --real-data DIR "
+                            "(e.g. ../shared/datasets)")
+    models = args.bundle.parent if args.bundle else Path("models")
+    return evaluate_main(models, cgm_folder(args.real_data))
 
 
 def evaluate_main(models: Path, root: Path) -> int:

@@ -1,8 +1,15 @@
-"""Heart rate from wrist PPG + accelerometer: a per-bin classifier over the PPG/motion spectra.
+"""Heart rate from wrist or finger PPG + accelerometer: a per-bin classifier over the
+PPG/motion spectra and the PPG's autocorrelation.
 
-The model sees the magnitude spectra of one 8 s window (PPG, and motion from the
-accelerometer) over 30-216 bpm and gives a probability per spectrum bin; the runtime reports
-the expectation Σ p_i·bpm_i (output kind "expectation"), which resolves HR between bins.
+The model sees, for one 8 s window over 30-216 bpm, the PPG and motion magnitude spectra and
+the PPG's autocorrelation at each bin's beat interval (`edge.features.ppg_acc_spectrum_acf`),
+and gives a probability per bin. The runtime (`edge.estimate.HeartRateRunner`) tracks that
+distribution across windows and publishes its most probable rate.
+
+Training data (2.0.0): the device simulator's subjects (augmented), a domain-randomised
+simulator (`training.hr_sim`: pulse shapes smooth to sharp, flat 35-210 bpm prior, arm swing
+and impacts) and, with --real-data, the IEEE SP Cup 2015 wrist recordings
+(`training.hr_real`; both PPG channels, time-stretched copies).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from training.evaluate import regression_metrics, runtime_estimates
 from training.windows import Preprocessing
 
 NAME = "hr"
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 PREPROCESSING = Preprocessing(
     channels=("PPG", "ACCEL"),
     sample_rate_hz=32.0,
@@ -31,7 +38,7 @@ PREPROCESSING = Preprocessing(
     hop_s=2.0,
     bandpass_hz=(0.5, 4.0),
     filter_order=4,
-    features="ppg_acc_spectrum",
+    features="ppg_acc_spectrum_acf",
     # 1024-point FFT of a 256-sample window: 1.875 bpm bins; 0.5-3.6 Hz = 30-216 bpm.
     feature_params={"nfft": 1024, "f_lo": 0.5, "f_hi": 3.6},
     # A slower PPG (a 20-25 Hz watch) is upsampled: the band ends at 4 Hz, a 16 Hz sensor
@@ -62,14 +69,22 @@ class Plan:
     patience: int = 8
     # Training scenarios: activity shares (rest is easy; motion is where the model must learn).
     train_activity: tuple[tuple[str, float], ...] = (("rest", 0.3), ("walk", 0.3), ("run", 0.4))
+    randomised_train: int = 0  # training.hr_sim recordings (120 s each) beside the above
+    randomised_val: int = 0
+    # Time-stretch factors of the real recordings' training copies (a heart 15 % slower or
+    # faster: the 12 recordings' rates cover more of the flat prior).
+    real_stretches: tuple[float, ...] = (0.8, 1.0, 1.25)
+    loso_epochs: int = 12
 
     @staticmethod
     def for_run(quick: bool) -> Plan:
         if quick:
-            return Plan(train_subjects=96, val_subjects=8, test_subjects=12, builtin_seeds=1,
-                        duration_s=180, epochs=12)
-        return Plan(train_subjects=480, val_subjects=48, test_subjects=96, builtin_seeds=3,
-                    duration_s=300, epochs=30)
+            return Plan(train_subjects=48, val_subjects=8, test_subjects=12, builtin_seeds=1,
+                        duration_s=180, epochs=8, randomised_train=96, randomised_val=8,
+                        real_stretches=(1.0,), loso_epochs=4)
+        return Plan(train_subjects=200, val_subjects=32, test_subjects=96, builtin_seeds=3,
+                    duration_s=300, epochs=16, randomised_train=500, randomised_val=40,
+                    loso_epochs=5)
 
 
 def classes_bpm() -> np.ndarray:
@@ -104,16 +119,74 @@ def plan_splits(plan: Plan, seed: int) -> dict[str, list[data.Subject]]:
     }
 
 
+RANDOMISED_ID = 5_000_000  # subject ids of training.hr_sim recordings (+ split offset)
+REAL_ID = 7_000_000  # subject ids of real recordings (index of the recording added)
+
+
+def randomised_windows(plan: Plan, seed: int, log: Callable[[str], None]
+                       ) -> dict[str, data.Windows]:
+    """training.hr_sim windows for training and validation (seed streams disjoint)."""
+    from training import hr_sim
+
+    out = {}
+    for split, n, offset in (("train", plan.randomised_train, 0),
+                             ("val", plan.randomised_val, 500_000)):
+        t0 = time.monotonic()
+        seeds = [int(v) for v in np.random.default_rng([seed, 77, offset]).integers(
+            2**31, size=n)]
+        out[split] = hr_sim.build(seeds, PREPROCESSING, RANDOMISED_ID + offset)
+        log(f"{NAME}: randomised {split}: {n} recordings, {len(out[split])} windows "
+            f"({time.monotonic() - t0:.1f}s)")
+    return out
+
+
+def real_windows(recordings: list[Any], plan: Plan) -> list[data.Windows]:
+    """Training windows of each real recording (`training.hr_real.Recording`): every PPG
+    channel, each time stretch; one subject id per recording."""
+    from training import hr_real
+
+    out = []
+    for k, rec in enumerate(recordings):
+        parts = []
+        for ppg in (rec.ppg, *rec.ppg_extra):
+            for stretch in plan.real_stretches:
+                x, ref, motion_g = hr_real.recording_windows(rec, PREPROCESSING,
+                                                             stretch=stretch, ppg=ppg)
+                keep = (ref >= classes_bpm()[0]) & (ref <= classes_bpm()[-1])
+                moving = (motion_g >= hr_real.RESTING_G).astype(float)
+                parts.append(data.Windows(x[keep], ref[keep], moving[keep], motion_g[keep],
+                                          np.full(int(keep.sum()), REAL_ID + k, np.int64)))
+        out.append(data.Windows.concat(parts))
+    return out
+
+
 def train(out: Path, *, quick: bool = False, seed: int = 0,
-          log: Callable[[str], None] = print, recordings: Any = None) -> list[Path]:
+          log: Callable[[str], None] = print, recordings: Any = None,
+          real_data: Path | None = None) -> list[Path]:
     """Simulate, train, quantise, evaluate and write the bundle into `out`; returns the
     files written. `recordings`: the user's recordings (`training.recordings.Prepared`),
-    added to (or, --data-only, instead of) the simulated training and validation subjects."""
+    added to (or, --data-only, instead of) the simulated training and validation subjects.
+    `real_data`: the IEEE SP Cup 2015 training set (its folder, or a datasets folder holding
+    ieee_spc2015/): all 12 recordings join the training set."""
     started = time.monotonic()
     plan = Plan.for_run(quick)
     subjects, sets, _ = steps.windows_per_split(
         NAME, plan_splits(plan, seed),
         lambda members: data.build_windows(members, PREPROCESSING), log, recordings)
+    real_names: list[str] = []
+    if recordings is None or not recordings.only:
+        extra = randomised_windows(plan, seed, log)
+        sets["train"] = data.Windows.concat([sets["train"], extra["train"]])
+        sets["val"] = data.Windows.concat([sets["val"], extra["val"]])
+    if real_data is not None:
+        from training import hr_real
+
+        real = hr_real.load_spc2015(spc_folder(real_data))
+        real_names = [r.name for r in real]
+        parts = real_windows(real, plan)
+        sets["train"] = data.Windows.concat([sets["train"], *parts])
+        log(f"{NAME}: real: {len(real)} SP Cup recordings, "
+            f"{sum(len(p) for p in parts)} training windows")
 
     # TensorFlow only now: the simulation workers above are spawned without it.
     from training import nets
@@ -160,7 +233,10 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
                                  sum(not s.has_acc for s in subjects["test"]))},
             },
             training=steps.run_record(seed=seed, quick=quick, subjects=subjects, sets=sets,
-                                      plan=plan, started=started, train_mean_bpm=train_mean),
+                                      plan=plan, started=started, train_mean_bpm=train_mean,
+                                      randomised_recordings={"train": plan.randomised_train,
+                                                             "val": plan.randomised_val},
+                                      real_recordings=real_names),
         )
         from training import hr_report
 
@@ -227,3 +303,54 @@ def _manifest(stage: Path, tflite: bytes, classes: np.ndarray) -> Manifest:
     )
     manifest.write(stage / f"{NAME}.json")
     return manifest
+
+
+def spc_folder(path: Path) -> Path:
+    """The SP Cup 2015 folder: `path` itself or its ieee_spc2015/ (a datasets folder)."""
+    path = Path(path)
+    return path / "ieee_spc2015" if (path / "ieee_spc2015").is_dir() else path
+
+
+def fit_bundle(out: Path, sets: dict[str, data.Windows], plan: Plan, seed: int, epochs: int,
+               log: Callable[[str], None]) -> Path:
+    """Train, quantise and write a bare bundle (no report) into `out`; its manifest path.
+    For leave-one-subject-out folds."""
+    from training import nets
+
+    classes = classes_bpm()
+    model = _fit(nets, replace(plan, epochs=epochs), sets, classes, seed, log)
+    tflite = steps.int8_tflite(NAME, nets.with_softmax(model), sets["train"].x, seed, log)
+    out.mkdir(parents=True, exist_ok=True)
+    _manifest(out, tflite, classes)
+    return out / f"{NAME}.json"
+
+
+def loso(real_data: Path, work: Path, *, quick: bool = False, seed: int = 0,
+         folds: int = 12, log: Callable[[str], None] = print) -> list[Any]:
+    """Leave-one-subject-out on the SP Cup recordings: for each fold, a model trained on the
+    simulation and the OTHER recordings, then the held-out recordings run through the
+    runtime (`training.hr_real.evaluate`). `folds` < 12 groups recordings (k, k + folds,
+    ...). Returns the per-recording rows."""
+    from training import hr_real
+
+    plan = Plan.for_run(quick)
+    if not quick:  # fold models: a third of the shipped model's simulation, fewer epochs
+        plan = replace(plan, train_subjects=40, val_subjects=16, randomised_train=200,
+                       randomised_val=20)
+    real = hr_real.load_spc2015(spc_folder(real_data))
+    splits = plan_splits(plan, seed)
+    sim = {k: data.build_windows(splits[k], PREPROCESSING) for k in ("train", "val")}
+    extra = randomised_windows(plan, seed, log)
+    sim = {k: data.Windows.concat([sim[k], extra[k]]) for k in sim}
+    parts = real_windows(real, plan)
+    rows = []
+    for fold in range(folds):
+        held = [k for k in range(len(real)) if k % folds == fold]
+        train_set = data.Windows.concat([sim["train"], *(parts[k] for k in range(len(real))
+                                                         if k not in held)])
+        log(f"{NAME}: LOSO fold {fold + 1}/{folds}: holding out "
+            f"{', '.join(real[k].name for k in held)}")
+        manifest = fit_bundle(work / f"fold{fold:02d}", {"train": train_set, "val": sim["val"]},
+                              plan, seed, plan.loso_epochs, log)
+        rows += hr_real.evaluate([real[k] for k in held], manifest, log)
+    return sorted(rows, key=lambda r: r.name)

@@ -80,9 +80,12 @@ def _markdown(m: Manifest, results: dict[str, dict[str, Any]], test: Windows,
     quick = ("\n> **Quick run (`--quick`)**: few subjects and epochs, for CI; not for "
              "shipping.\n" if t.get("quick") else "")
     values = m.output_params["values"]
+    real = " --real-data ../shared/datasets" if t.get("real_recordings") else ""
     band = f"{m.bandpass_hz[0]:g}-{m.bandpass_hz[1]:g} Hz"
-    return f"""# {m.name} {m.version}: heart rate from wrist PPG + accelerometer
+    return f"""# {m.name} {m.version}: heart rate from wrist or finger PPG + accelerometer
 {quick}
+## Simulated subjects
+
 Held-out subjects only (never seen in training or validation). Truth is the simulator's
 beat-to-beat heart rate, Hann-weighted over each {m.window_s:g} s window like the spectrum the
 model sees. int8 figures come through `edge.infer.Model`, the runtime's own code path. Rows
@@ -119,7 +122,9 @@ with new seeds.
   `{m.features}` {m.feature_params} over {m.window_s:g} s windows every {m.hop_s:g} s at
   {m.sample_rate_hz:g} Hz, after an order-{m.filter_order} {band} band-pass.
 - Output {m.output.shape} int8 probabilities, one per spectrum bin
-  ({values[0]:.1f}-{values[-1]:.1f} bpm); estimate = Σ p·bpm.
+  ({values[0]:.1f}-{values[-1]:.1f} bpm). The table above scores each window alone by its
+  expectation Σ p·bpm (comparable with 1.x); the runtime tracks the distribution across
+  windows and publishes the belief's most probable rate (docs/models.md).
 - Fully convolutional over frequency (dilated residual 1-D convolutions), trained on soft
   Gaussian labels (σ = {t['plan']['label_sigma_bpm']:g} bpm) with cross-entropy plus the
   expectation's absolute error.
@@ -135,10 +140,19 @@ with new seeds.
   no accelerometer, so the PPG-only fallback is trained too.
 - Training subjects are augmented (clock ±3%, pulse shape, gain, offset, baseline wander,
   white noise, accelerometer gain) so the model learns pulses, not the simulator.
+- Beside them, {t.get('randomised_recordings', {}).get('train', 0)} training and
+  {t.get('randomised_recordings', {}).get('val', 0)} validation recordings of the
+  domain-randomised simulator (`training/hr_sim.py`: pulse shapes smooth to sharp with strong
+  harmonics and dicrotic waves, flat 35-210 bpm prior, respiration, baseline wander,
+  PPG 32-500 Hz, arm swing and impacts, inverted sensors).
+- Real recordings in training: {len(t.get('real_recordings', []))}
+  ({', '.join(t.get('real_recordings', [])) or 'none'}; IEEE SP Cup 2015 training set,
+  Zhang, Pi, Liu, "TROIKA", IEEE TBME 62(2):522-531, 2015; both PPG channels, time-stretched
+  ×0.8/1/1.25). Their leave-subject-out results are in "Real recordings" below.
 
 ## Reproduce
 
-    wearable-train {m.name} --seed {t['seed']}{' --quick' if t.get('quick') else ''} --out DIR
+    wearable-train {m.name} --seed {t['seed']}{' --quick' if t.get('quick') else ''} --out DIR{real}
 
 Seed {t['seed']}, trained {t['trained_at']} in {t['duration_s']:.0f} s, code
 {t.get('git_commit') or 'unknown'}, versions {t['versions']}.

@@ -1,0 +1,148 @@
+"""Heart rate through the runtime's HeartRateRunner with the shipped bundle: clean pulses from
+smooth to sharp (harmonics stronger than the fundamental) read right over 40-200 bpm; the
+belief tracking publishes the mode, never the mean of a split belief, with a credible
+interval that decides "uncertain"; a reboot or a long gap restarts the belief."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.estimate import GOOD, UNCERTAIN, HeartRateRunner
+from edge.infer import load_model
+from wire import Channel, Flag, Frame
+
+BUNDLE = Path(__file__).resolve().parents[1] / "models" / "hr.json"
+RATE = 64.0
+
+# (name, systolic width s, dicrotic amplitude, dicrotic delay s): smooth wrist pulse to a sharp
+# finger-clip pulse whose dicrotic wave takes power from the fundamental.
+SHAPES = [("smooth", 0.15, 0.0, 0.0), ("notched", 0.08, 0.5, 0.3), ("sharp", 0.035, 0.5, 0.3)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(BUNDLE)
+
+
+def pulses(bpm: float, width: float, dicrotic: float, delay: float, seconds: float = 40.0,
+           rate: float = RATE) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    period = 60.0 / bpm
+    x = np.zeros_like(t)
+    for b in np.arange(-1, seconds / period + 1) * period:
+        x += np.exp(-0.5 * ((t - b - 0.15) / width) ** 2)
+        if dicrotic:
+            x += dicrotic * np.exp(-0.5 * ((t - b - 0.15 - delay) / (0.6 * width + 0.02)) ** 2)
+    return 20000 + 500 * x
+
+
+def frames(x: np.ndarray, channel: Channel, rate: float, t0_us: int = 0, seq0: int = 0,
+           boot: bool = False):
+    block = int(rate // 2)
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    for k, i in enumerate(range(0, len(x), block)):
+        yield Frame(1, seq0 + k, t0_us + round(i * 1e6 / rate), channel, rate, x[i:i + block],
+                    flags=Flag.BOOT if boot and k == 0 else Flag.NONE)
+
+
+def run(runner: HeartRateRunner, ppg: np.ndarray, **kw) -> list:
+    rest = np.tile([0.0, 0.0, 1.0], (len(ppg), 1)) + np.random.default_rng(0).normal(
+        0, 0.002, (len(ppg), 3))
+    out = []
+    for fp, fa in zip(frames(ppg, Channel.PPG, RATE, **kw), frames(rest, Channel.ACCEL, RATE,
+                                                                   **kw), strict=True):
+        out += runner.add(fp)
+        out += runner.add(fa)
+    return out
+
+
+def strongest_bpm(x: np.ndarray) -> float:
+    """The strongest component of the pulse train in the model's 0.5-3.6 Hz band, bpm."""
+    spec = np.abs(np.fft.rfft(x - x.mean()))
+    f = np.fft.rfftfreq(len(x), 1 / RATE)
+    band = (f >= 0.5) & (f <= 3.6)
+    return 60 * float(f[band][spec[band].argmax()])
+
+
+# hr 2.0.0 misses the target on these: it reads a sharp pulse with a strong dicrotic wave at
+# 50, 60 and 90 bpm at its 3rd/4th/2nd harmonic, and at 110 bpm up to 4 bpm high (docs/models.md,
+# Limits). Strict: the day a model reads them, this list must shrink.
+MISSED = {("sharp", 50), ("sharp", 60), ("sharp", 90), ("sharp", 110)}
+GRID = [pytest.param(shape, bpm, id=f"{shape[0]}-{bpm}", marks=pytest.mark.xfail(
+            strict=True, reason="hr 2.0.0 reads this sharp pulse at a harmonic"))
+        if (shape[0], bpm) in MISSED else pytest.param(shape, bpm, id=f"{shape[0]}-{bpm}")
+        for shape in SHAPES for bpm in (40, 50, 60, 75, 90, 110, 130, 150, 175, 200)]
+
+
+@pytest.mark.parametrize(("shape", "bpm"), GRID)
+def test_clean_pulses_smooth_to_sharp_read_within_3_bpm(model, bpm, shape):
+    _, width, dicrotic, delay = shape
+    ppg = pulses(bpm, width, dicrotic, delay)
+    if shape[0] == "sharp" and 60 <= bpm <= 90:  # the case that fooled the 1.x model:
+        assert strongest_bpm(ppg) > 1.9 * bpm  # a harmonic outweighs the fundamental
+    estimates = run(HeartRateRunner("d", model), ppg)
+    assert len(estimates) >= 10
+    settled = estimates[3:]  # the belief starts flat: a few windows to settle
+    values = np.array([e.value for e in settled])
+    assert np.abs(values - bpm).max() <= 3.0, values
+    # The belief narrows as windows agree: from 20 s on, a clean pulse is "good".
+    assert all(e.quality == GOOD for e in settled[-5:]), [e.quality for e in settled]
+    for e in settled:
+        assert e.details["hr_ci_low"] <= e.value <= e.details["hr_ci_high"]
+
+
+def test_a_split_belief_publishes_its_mode_not_the_mean_and_is_uncertain(model):
+    runner = HeartRateRunner("d", model)
+    bins = runner.bins
+    p = np.exp(-0.5 * ((bins - 79) / 3) ** 2) * 0.55 + np.exp(-0.5 * ((bins - 155) / 3) ** 2) * 0.45
+    p /= p.sum()
+    (e,) = runner.interpret(p, GOOD, 0.0, 8.0)
+    assert abs(e.value - 79) <= 2  # the mean would be ~113
+    assert e.quality == UNCERTAIN
+    assert e.details["hr_ci_low"] < 85 and e.details["hr_ci_high"] > 150
+
+
+def test_the_belief_carries_over_windows_and_restarts_after_a_reboot_or_gap(model):
+    runner = HeartRateRunner("d", model)
+    bins = runner.bins
+
+    def peak(at, width=3.0):
+        p = np.exp(-0.5 * ((bins - at) / width) ** 2) + 1e-4
+        return p / p.sum()
+
+    for k in range(10):
+        (e,) = runner.interpret(peak(70), GOOD, 0.0, 8.0 + 2 * k)
+    assert abs(e.value - 70) <= 2 and e.quality == GOOD
+    # One window that sees 140 does not move a settled belief ...
+    (e,) = runner.interpret(peak(140), GOOD, 0.0, 28.0)
+    assert abs(e.value - 70) <= 2
+    # ... but after a reboot (device time starts again) that window decides alone.
+    (e,) = runner.interpret(peak(140), GOOD, 0.0, 8.0)
+    assert abs(e.value - 140) <= 2
+    for k in range(5):
+        runner.interpret(peak(70), GOOD, 0.0, 10.0 + 2 * k)
+    (e,) = runner.interpret(peak(140), GOOD, 0.0, 10.0 + 2 * 4 + HeartRateRunner.RESET_GAP_S
+                            + 1)  # a long gap: restart
+    assert abs(e.value - 140) <= 2
+
+
+def test_a_real_new_rate_takes_over_within_a_few_windows(model):
+    # A sudden tachycardia must alarm within ~10 s: the belief follows a sustained jump.
+    runner = HeartRateRunner("d", model)
+    bins = runner.bins
+    settle = np.exp(-0.5 * ((bins - 80) / 3) ** 2)
+    jump = np.exp(-0.5 * ((bins - 150) / 3) ** 2) + 1e-3
+    for k in range(10):
+        runner.interpret(settle / settle.sum(), GOOD, 0.0, 8.0 + 2 * k)
+    values = [runner.interpret(jump / jump.sum(), GOOD, 0.0, 28.0 + 2 * k)[0].value
+              for k in range(4)]
+    assert abs(values[-1] - 150) <= 2, values
+
+
+def test_reboot_flag_through_frames_restarts_the_belief(model):
+    runner = HeartRateRunner("d", model)
+    first = run(runner, pulses(60, 0.1, 0.0, 0.0, seconds=30))
+    second = run(runner, pulses(150, 0.1, 0.0, 0.0, seconds=16), boot=True, seq0=1000)
+    assert abs(first[-1].value - 60) <= 3
+    assert second and abs(second[0].value - 150) <= 3  # not dragged from 60 by the old belief
