@@ -266,7 +266,9 @@ def test_a_slow_watch_reads_a_walk_like_a_fast_sensor(hr_model, rate):
     assert slow_errors.max() <= fast_errors.max() + 1.0
     for a, b in zip(slow, fast, strict=False):
         assert a["device_time_s"] == b["device_time_s"]
-        assert a["value"] == pytest.approx(b["value"], abs=1.5)
+        # The published value is the tracked belief's mode (bin-resolution): under motion
+        # the two inputs may settle a bin or two apart, as in the test above.
+        assert a["value"] == pytest.approx(b["value"], abs=5.0)
 
 
 def test_the_shipped_models_say_how_slow_a_sensor_they_take(hr_model):

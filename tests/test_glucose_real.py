@@ -141,14 +141,20 @@ def test_evaluate_names_unknown_models_and_missing_bundles(tmp_path, capsys):
     from training.cli import main
 
     assert main(["evaluate", "nope"]) == 2
-    assert "unknown model 'nope' to evaluate; valid: glucose" in capsys.readouterr().err
-    assert main(["evaluate", "glucose", "--models", str(tmp_path)]) == 2
+    assert "no evaluation for model 'nope'; valid: hr, glucose" in capsys.readouterr().err
+    assert main(["evaluate", "glucose", "--bundle", str(tmp_path / "glucose.json"),
+                 "--real-data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no glucose bundle" in err and "make models" in err
 
 
-def test_real_data_is_for_the_glucose_model_only(tmp_path, capsys):
+def test_real_data_without_the_models_recordings_is_one_line(tmp_path, capsys):
+    """--real-data is the shared datasets folder; a folder without a model's own recordings
+    says which it wanted, in one line, exit 2, and writes no bundle."""
     from training.cli import main
 
-    assert main(["hr", "--out", str(tmp_path / "o"), "--real-data", str(tmp_path)]) == 2
-    assert "--real-data is for the glucose model" in capsys.readouterr().err
+    assert main(["glucose", "--out", str(tmp_path / "o"), "--real-data", str(tmp_path),
+                 "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path) in err
+    assert not (tmp_path / "o" / "glucose.json").exists()

@@ -491,7 +491,8 @@ def evaluate_main(models: Path, root: Path) -> int:
 
     path = Path(models) / "glucose.json"
     if not path.is_file():
-        raise TrainingError(f"no glucose bundle at {path}; give --models DIR or run make models")
+        raise TrainingError(f"no glucose bundle at {path}; give --bundle MANIFEST or run make "
+                            "models")
     manifest = json.loads(path.read_text())
     seed = int(manifest.get("training", {}).get("seed", 0))
     tuned = manifest.get("output_params", {}).get("urgent_low_soon")
