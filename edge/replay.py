@@ -52,7 +52,8 @@ def replay(config: Config, models: list[Model], recording: Path, out: TextIO | N
     WearableError (one line: the file, the problem, the fix) if the file cannot be read, is
     malformed, lacks a channel a model needs, or has a rate a model cannot use."""
     topics = Topics(config.mqtt.topic_prefix, config.node)
-    pipeline = DevicePipeline(device, models, config.alarms, topics, strict=True)
+    pipeline = DevicePipeline(device, models, config.alarms, topics, strict=True,
+                              cuff_calibration=config.bp_cuff_calibration)
     summary = ReplaySummary(kind=rec.recording_kind(recording))
     start = time.perf_counter()  # reading and parsing a CSV or WFDB file counts
     if summary.kind == "wire":
@@ -74,6 +75,7 @@ def replay(config: Config, models: list[Model], recording: Path, out: TextIO | N
     summary.wall_seconds = time.perf_counter() - start
     summary.device_seconds = pipeline.last_device_time_s
     summary.frames = pipeline.decoder.stats.as_dict()
+    summary.notes += list(pipeline.cuff_events)
     if summary.frames["frames_ok"] == 0:
         raise WearableError(f"recording {recording} holds no valid wire-protocol frames and is "
                             "not a CSV file (a header naming time_s) or a WFDB record (.hea); "

@@ -53,7 +53,8 @@ class Runtime:
         self.calibrations = CalibrationStore(config.path(config.calibration_file))
         self.readers = [
             PortReader(device, DevicePipeline(device.name, self.models, config.alarms,
-                                              self.topics, calibrations=self.calibrations),
+                                              self.topics, calibrations=self.calibrations,
+                                              cuff_calibration=config.bp_cuff_calibration),
                        self.publisher.publish, self.stop_event)
             for device in config.devices
         ]

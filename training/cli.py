@@ -19,6 +19,11 @@ MODELS: dict[str, str] = {
     "bp": "training.bp:train",
 }
 ALL = "all"
+# `wearable-train evaluate NAME`: a model checked on real data kept outside the repository
+# (datasets/ in the shared folder; never needed by `make test`).
+EVALUATORS: dict[str, str] = {
+    "bp": "training.bp_real:evaluate",
+}
 
 
 def _trainer(name: str) -> Callable[..., list[Path]]:
@@ -63,7 +68,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wearable-train evaluate",
+        description="Evaluate a model's task on real, labelled data (not needed by make "
+        "test): bp = what finger PPG morphology says about BP between people, PPG-BP "
+        "(Liang et al. 2018), person-level cross-validation beside simple peers.",
+        epilog="Example: wearable-train evaluate bp --out models")
+    parser.add_argument("model", help=f"what to evaluate: {', '.join(EVALUATORS)}")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="the dataset folder (default: ../shared/datasets/<set> beside "
+                        "the repository)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write <model>_real_data.json and .md here (e.g. models)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the folds (default: 0)")
+    return parser
+
+
+def evaluate_main(argv: Sequence[str]) -> int:
+    args = build_evaluate_parser().parse_args(argv)
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
+
+    try:
+        if args.model not in EVALUATORS:
+            raise TrainingError(f"no real-data evaluation for {args.model!r}; valid: "
+                                f"{', '.join(EVALUATORS)}")
+        import importlib
+
+        module, func = EVALUATORS[args.model].split(":")
+        getattr(importlib.import_module(module), func)(args.data, args.out, args.seed, log)
+    except WearableError as err:
+        print(f"wearable-train: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"wearable-train: error: {err}; check --data and --out", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["evaluate"]:
+        return evaluate_main(argv[1:])
     args = build_parser().parse_args(argv)
 
     def log(message: str) -> None:
