@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 # Touched after a successful install; older than pyproject.toml means "install again".
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv mosquitto test lint demo bench models clean distclean
+.PHONY: help venv mosquitto test lint demo bench models eval clean distclean
 
 help: ## List the targets
 	@echo "Usage: make <target>"
@@ -68,6 +68,9 @@ bench: venv mosquitto ## Run the benchmarks
 
 models: venv ## Train, quantise and evaluate every model into models/ (needs TensorFlow)
 	$(BIN)/wearable-train all --out models
+
+eval: venv ## Evaluate on the real datasets in ../shared/datasets (not needed by make test): writes models/*_real_data.*
+	$(BIN)/wearable-train evaluate bp --out models
 
 clean: ## Remove caches and build output (keeps .venv and models/)
 	rm -rf build dist .pytest_cache .ruff_cache .hypothesis *.egg-info
