@@ -37,6 +37,7 @@ import paho.mqtt.client as mqtt
 
 from deploy.broker import PrivateBroker
 from device_sim import get_scenario, scenario_names
+from edge.commands import signed_command
 from wire.errors import WearableError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,8 +203,9 @@ class Viewer:
             self.show(topic, payload)
 
     def send(self, device: Device, command: str, **fields: Any) -> None:
-        body = {"id": f"{command[:3]}-{uuid.uuid4().hex[:6]}", "operator": OPERATOR,
-                "token": self.token, "command": command, **fields}
+        # Signed with the operator's secret, which itself never travels (docs/alarms.md).
+        body = signed_command(OPERATOR, self.token, device.name, command, fields,
+                              command_id=f"{command[:3]}-{uuid.uuid4().hex[:6]}")
         self.client.publish(f"wearable/{NODE}/{device.name}/cmd", json.dumps(body), qos=1)
         detail = " ".join(f"{k}={v}" for k, v in fields.items())
         say(f"nurse -> {command} {detail}", device.last_t, device.name, YELLOW)
@@ -349,7 +351,7 @@ def _raise_interrupt(signum: int, frame: object) -> NoReturn:
 
 def run(args: argparse.Namespace) -> int:
     devices = plan(args.scenario or list(SHOW), args.speed)
-    token = uuid.uuid4().hex  # this run's operator token, in the runtime's config
+    token = uuid.uuid4().hex  # this run's operator signing secret, in the runtime's config
     STARTED[0] = started = time.monotonic()
     with ExitStack() as stack:
         broker = stack.enter_context(PrivateBroker())

@@ -138,7 +138,13 @@ if ((WITH_BROKER)); then
     log "configuring mosquitto ($MOSQUITTO_DIR/conf.d/wearable.conf)"
     install -d -m 0755 "$MOSQUITTO_DIR/conf.d"
     install -m 0644 "$REPO/deploy/mosquitto.conf" "$MOSQUITTO_DIR/conf.d/wearable.conf"
-    [[ -e $ACL_FILE ]] || install -m 0600 "$REPO/deploy/mosquitto.acl" "$ACL_FILE"
+    if [[ ! -e $ACL_FILE ]]; then
+        install -m 0600 "$REPO/deploy/mosquitto.acl" "$ACL_FILE"
+    elif ! cmp -s "$REPO/deploy/mosquitto.acl" "$ACL_FILE"; then
+        # Kept (it is yours), but older shipped ACLs let every reader see the commands.
+        warn "keeping your $ACL_FILE; compare it with $REPO/deploy/mosquitto.acl (only the" \
+            "runtime may read .../cmd; no anonymous access)"
+    fi
     if grep -Eq '^[[:space:]]*(listener|port)[[:space:]]' "$MOSQUITTO_DIR/mosquitto.conf" 2>/dev/null; then
         warn "$MOSQUITTO_DIR/mosquitto.conf defines a listener too; remove it if mosquitto fails" \
             "to start with 'Address already in use'"
@@ -178,5 +184,6 @@ wearable-edge is installed.
   name this board:  sudo $PREFIX/first-boot.sh --node <name> [--device <wearable name>]
   config:           $CONFIG
   service:          systemctl status $SERVICE; journalctl -u $SERVICE -f
-  watch messages:   mosquitto_sub -h <broker> -t 'wearable/#' -v
+  operator login:   sudo mosquitto_passwd $PASSWD_FILE operator && sudo systemctl reload mosquitto
+  watch messages:   mosquitto_sub -h <broker> -u operator -P <password> -t 'wearable/#' -v
 EOF

@@ -28,11 +28,12 @@ from typing import NoReturn
 from device_sim.errors import ScenarioError, SimulatorError
 from device_sim.faults import Fault, parse_fault, windows
 from device_sim.physiology import MAX_RATE_HZ, MIN_RATE_HZ, Recording, simulate
-from device_sim.recordings import load_recording
+from device_sim.recordings import as_recording
 from device_sim.scenarios import CHANNELS, SCENARIOS, get_scenario, load_scenario
 from device_sim.stream import stream
 from device_sim.writers import FileWriter, PtyWriter, SerialWriter, Writer
 from wire.errors import WearableError
+from wire.recordings import load_recording as load_signals
 
 PROG = "wearable-sim"
 log = logging.getLogger(__name__)
@@ -245,7 +246,10 @@ def _open_writer(args: argparse.Namespace, link: str | None = None) -> Writer:
 
 def _recordings(args: argparse.Namespace) -> list[Recording]:
     if args.command == "replay":
-        return [load_recording(args.file)]
+        signals = load_signals(args.file)
+        for note in signals.notes:  # e.g. an irregular time_s resampled: say so
+            print(f"wearable-sim: {args.file}: {note}", file=sys.stderr)
+        return [as_recording(signals)]
     if args.scenario_file:
         scenario = load_scenario(args.scenario_file)
     else:

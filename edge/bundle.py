@@ -34,6 +34,10 @@ class Preprocessing:
     filter_order: int
     features: str
     feature_params: dict[str, Any] = field(default_factory=dict)
+    # The slowest sensor the model takes, upsampled to sample_rate_hz (edge.signal: never
+    # below 16 Hz); None: sample_rate_hz, no upsampling. A model whose features time events
+    # finer than a slow sensor resolves (BP: pulse arrival) keeps it at its own rate.
+    min_sensor_rate_hz: float | None = None
 
     @property
     def window_samples(self) -> int:
@@ -44,7 +48,9 @@ class Preprocessing:
         return round(self.hop_s * self.sample_rate_hz)
 
     def manifest_fields(self) -> dict[str, Any]:
-        return {
+        optional = ({} if self.min_sensor_rate_hz is None
+                    else {"min_sensor_rate_hz": self.min_sensor_rate_hz})
+        return optional | {
             "channels": list(self.channels),
             "sample_rate_hz": self.sample_rate_hz,
             "window_s": self.window_s,
@@ -95,15 +101,20 @@ class Manifest:
     # Not validated on real people well enough to act on: the vitals carry "experimental".
     experimental: bool = False
     format: str = BUNDLE_FORMAT
+    min_sensor_rate_hz: float | None = None  # Preprocessing.min_sensor_rate_hz
 
     @property
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(tuple(self.channels), self.sample_rate_hz, self.window_s,
                              self.hop_s, tuple(self.bandpass_hz),
-                             self.filter_order, self.features, dict(self.feature_params))
+                             self.filter_order, self.features, dict(self.feature_params),
+                             self.min_sensor_rate_hz)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["min_sensor_rate_hz"] is None:  # the default: manifests without it stay as-is
+            del data["min_sensor_rate_hz"]
+        return data
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -131,6 +142,10 @@ def manifest_from_dict(data: dict[str, Any], source: str = "manifest") -> Manife
             f"{source}: unknown feature set {manifest.features!r}; this runtime knows "
             f"{', '.join(sorted(FEATURES))}: upgrade the runtime or retrain"
         )
+    low = manifest.min_sensor_rate_hz
+    if low is not None and (not isinstance(low, int | float) or not low > 0):
+        raise ModelError(f"{source}: min_sensor_rate_hz {low!r} must be a positive rate in "
+                         "Hz (or absent: the model rate); re-export the bundle")
     if manifest.output_kind not in OUTPUT_KINDS:
         raise ModelError(f"{source}: unknown output kind {manifest.output_kind!r}; "
                          f"valid: {', '.join(OUTPUT_KINDS)}")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 
 from edge.errors import ConfigError
 from edge.estimate import Calibration
+from edge.state import write_private
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,5 @@ class CalibrationStore:
             self._calibrations[device] = calibration
             data = {"devices": {d: dataclasses.asdict(c)
                                 for d, c in sorted(self._calibrations.items())}}
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("w") as f:
-                json.dump(data, f, indent=2)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            # Health data: 0600, replaced atomically (edge/state.py).
+            write_private(self.path, json.dumps(data, indent=2))

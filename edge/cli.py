@@ -6,11 +6,13 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from edge.config import Config, load_config
 from edge.errors import ConfigError, WearableError
+from wire.recordings import RecordingError
 
 EPILOG = """examples:
   wearable-edge run --config /etc/wearable-edge/edge.toml
@@ -83,12 +85,27 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     models = load_models(config)
+    check_state_and_tls(config)
     print(f"config {args.config}: ok ({len(config.devices)} device(s), broker "
           f"{config.mqtt.host}:{config.mqtt.port})")
     for model in models:
         m = model.manifest
         print(f"model {m.name} {m.version}: ok (sha256 {m.sha256[:12]}…, {model.backend})")
     return 0
+
+
+def check_state_and_tls(config: Config) -> None:
+    """What `run` would trip over after the config parsed: state directories it cannot
+    create or write, TLS files that do not load."""
+    from edge.publish import tls_context
+    from edge.state import private_dir
+
+    for key, value in (("mqtt.outbox", config.mqtt.outbox),
+                       ("calibration_file", config.calibration_file),
+                       ("commands.id_file", config.commands.id_file)):
+        private_dir(config.path(value).parent, key)
+    if config.mqtt.tls:
+        tls_context(config.mqtt, config.path)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -107,13 +124,24 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     elif args.out == "-":
         summary = replay(config, models, args.recording, sys.stdout, args.device)
     else:
+        # Written beside the output and renamed once the replay succeeded: a recording that
+        # turns out bad half-way leaves nothing partial behind (nor an old output clobbered).
+        target = Path(args.out)
+        special = target.exists() and not target.is_file()  # /dev/null, a FIFO: write there
+        partial = target if special else target.with_name(f".{target.name}.partial")
         try:
-            out = open(args.out, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+            out = open(partial, "w", encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as err:
             raise WearableError(f"output {args.out} cannot be written: {err.strerror}; check "
                                 "the directory, or use --out - for stdout") from None
-        with out:
-            summary = replay(config, models, args.recording, out, args.device)
+        try:
+            with out:
+                summary = replay(config, models, args.recording, out, args.device)
+            if not special:
+                os.replace(partial, target)
+        finally:
+            if not special:
+                partial.unlink(missing_ok=True)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.messages.items())) or "no messages"
     f = summary.frames
     notes = "".join(f"; {note}" for note in summary.notes)
@@ -131,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         return command(args)
     except ConfigError as err:
         print(f"wearable-edge: config error: {err}", file=sys.stderr)
+        return 2
+    except RecordingError as err:  # the input is at fault: a usage error
+        print(f"wearable-edge: error: {err}", file=sys.stderr)
         return 2
     except WearableError as err:
         print(f"wearable-edge: error: {err}", file=sys.stderr)

@@ -33,6 +33,18 @@ class MqttConfig:
     status_interval_s: float = 30.0
     # Alarms are written here before they are published and removed when the broker acks.
     outbox: str = "outbox.sqlite"
+    # While the broker is away, reconnect attempts back off from 1 s up to this: a short cap
+    # delivers the queued alarms within seconds of the broker's return.
+    reconnect_max_s: int = 2
+    # TLS (port 8883 by convention). ca_file: the CA that signed the broker's certificate
+    # (empty: the system's CAs); cert_file + key_file: this node's client certificate (mutual
+    # TLS). tls_check_hostname = false accepts ANY certificate the CA signed, for any name:
+    # dangerous, for a broker reached by an address its certificate does not name.
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    tls_check_hostname: bool = True
 
     def check(self, key: str) -> None:
         _require(1 <= self.port <= 65535, f"{key}.port", "must be a TCP port, 1-65535")
@@ -41,6 +53,16 @@ class MqttConfig:
         _require(self.keepalive_s >= 5, f"{key}.keepalive_s", "must be at least 5 seconds")
         _require(self.connect_timeout_s > 0, f"{key}.connect_timeout_s", "must be positive")
         _require(self.status_interval_s > 0, f"{key}.status_interval_s", "must be positive")
+        _require(1 <= self.reconnect_max_s <= 60, f"{key}.reconnect_max_s",
+                 "must be between 1 and 60 seconds")
+        for name in ("ca_file", "cert_file", "key_file"):
+            _require(self.tls or not getattr(self, name), f"{key}.{name}",
+                     f"is set but TLS is off: add `tls = true` to [{key}] (and use the "
+                     "broker's TLS port, usually 8883)")
+        _require(bool(self.cert_file) == bool(self.key_file),
+                 f"{key}.{'key_file' if self.cert_file else 'cert_file'}",
+                 "is required with the other: mutual TLS needs both the client certificate "
+                 "(cert_file) and its private key (key_file)")
 
 
 @dataclass(frozen=True)
@@ -200,18 +222,27 @@ class AlarmsConfig:
 
 @dataclass(frozen=True)
 class CommandsConfig:
-    """Operator commands over MQTT (acknowledge, silence). Each operator has a token that its
-    commands must carry; with no operators, commands are refused."""
+    """Operator commands over MQTT (acknowledge, silence, calibrate). Each operator signs its
+    commands with its secret (HMAC-SHA256, edge/commands.py); with no operators, commands are
+    refused."""
 
-    operators: dict[str, str] = field(default_factory=dict)  # name -> token
+    operators: dict[str, str] = field(default_factory=dict)  # name -> signing secret
     max_silence_min: float = 10.0
+    # A command signed further than this from the node's clock is refused as expired.
+    max_clock_skew_s: float = 60.0
+    # Ids of received commands (a replay is answered `duplicate`), kept across restarts.
+    id_file: str = "command-ids.json"
 
     def check(self, key: str) -> None:
-        for name, token in self.operators.items():
-            _require(len(token) >= 12, f"{key}.operators.{name}",
-                     "must be a token of at least 12 characters (e.g. openssl rand -hex 16)")
+        for name, secret in self.operators.items():
+            _require(len(secret) >= 12, f"{key}.operators.{name}",
+                     "must be a signing secret of at least 12 characters (e.g. openssl rand "
+                     "-hex 16)")
         _require(0 < self.max_silence_min <= 60, f"{key}.max_silence_min",
                  "must be between 0 and 60 minutes")
+        _require(5 <= self.max_clock_skew_s <= 600, f"{key}.max_clock_skew_s",
+                 "must be between 5 and 600 seconds")
+        _require(bool(self.id_file), f"{key}.id_file", "must name a file")
 
 
 @dataclass(frozen=True)
@@ -250,11 +281,21 @@ class Config:
         self.mqtt.check("mqtt")
         self.alarms.check("alarms")
         self.commands.check("commands")
+        for name in ("ca_file", "cert_file", "key_file"):
+            value = getattr(self.mqtt, name)
+            _require(not value or self.path(value).is_file(), f"mqtt.{name}",
+                     f"file {value and self.path(value)} does not exist; give the path of the "
+                     f"PEM file ({_TLS_FILES[name]})")
 
     def path(self, value: str) -> Path:
         """A path option, relative to the config file's folder."""
         p = Path(value).expanduser()
         return p if p.is_absolute() or self.source is None else self.source.parent / p
+
+
+_TLS_FILES = {"ca_file": "the CA certificate that signed the broker's certificate",
+              "cert_file": "this node's client certificate",
+              "key_file": "the private key of cert_file"}
 
 
 def load_config(path: str | Path) -> Config:

@@ -56,6 +56,13 @@ CLOCK_JITTER_S = 0.02
 _SEQ_MOD = 1 << 32  # the wire's seq is a u32
 
 
+# A flat line is this many identical samples in a row (one 64 Hz frame, as before slower
+# sensors were taken): at 20 Hz a frame holds 5 samples, and a coarse accelerometer (8-bit,
+# 16 mg steps) at rest repeats 5 samples on all axes often enough to mark a quarter of the
+# windows `motion_unknown` (no HR alarm) if one such frame counted.
+FLAT_MIN_SAMPLES = 16
+
+
 def _flat(samples: np.ndarray) -> bool:
     """Every sample (all axes) equal to the first: a flat line. Compared as the raw bytes,
     one C call instead of per-axis reductions (run for every frame)."""
@@ -73,9 +80,11 @@ class ChannelTrack:
     """
 
     def __init__(self, label: str, channel: Channel, model_rate: float,
-                 band_hz: tuple[float, float], order: int) -> None:
+                 band_hz: tuple[float, float], order: int,
+                 min_sensor_rate: float | None = None) -> None:
         self.label, self.channel = label, channel
         self.model_rate, self.band_hz, self.order = model_rate, band_hz, order
+        self.min_sensor_rate = min_sensor_rate  # the manifest's min_sensor_rate_hz
         self.sensor_rate = 0.0
         self.reset()
 
@@ -92,11 +101,12 @@ class ChannelTrack:
         self._last_raw: np.ndarray | None = None
         self._next_seq: int | None = None  # seq of the frame that follows the last one
         self.last_time_s = -math.inf
+        self._flat_run, self._flat_value = 0, b""  # identical samples in a row, and their bytes
 
     @property
     def end(self) -> int:
         """Model-rate index one past the newest sample the received input yields (a resampled
-        channel lags by its filter's half length, 10 model periods)."""
+        channel lags by its filter's half length, 10 periods of the slower rate)."""
         return 0 if self.conditioner is None else self.conditioner.ready(self.next_k)
 
     def add(self, frame: Frame) -> None:
@@ -107,7 +117,8 @@ class ChannelTrack:
             self.reset()
             self.sensor_rate = rate
             try:
-                self.conditioner = Conditioner(rate, self.model_rate, self.band_hz, self.order)
+                self.conditioner = Conditioner(rate, self.model_rate, self.band_hz, self.order,
+                                               self.min_sensor_rate)
             except ValueError as err:
                 self.reset()
                 raise StreamError(
@@ -116,7 +127,7 @@ class ChannelTrack:
             self.start = self.conditioner.align(k)
             self.next_k = self._held_start = k
             self.values = np.zeros((0, raw.shape[1]))
-        bad = bool(int(frame.flags) & _BAD_BITS) or _flat(frame.samples)
+        bad = bool(int(frame.flags) & _BAD_BITS) or self._flat_for_long(frame.samples)
         if k > self.next_k:  # samples missing before this frame: hold the last value
             hold = self._last_raw if self._last_raw is not None else raw[:1]
             lost = (frame.seq != self._next_seq
@@ -128,6 +139,17 @@ class ChannelTrack:
             self._push(raw, bad)
         self._next_seq = (frame.seq + 1) % _SEQ_MOD
         self.last_time_s = self.next_k / rate
+
+    def _flat_for_long(self, samples: np.ndarray) -> bool:
+        """This frame is flat and, with the flat frames of the same value before it, makes at
+        least FLAT_MIN_SAMPLES identical samples in a row."""
+        if not _flat(samples):
+            self._flat_run = 0
+            return False
+        first = samples[:1].tobytes()
+        self._flat_run = (self._flat_run if first == self._flat_value else 0) + len(samples)
+        self._flat_value = first
+        return self._flat_run >= FLAT_MIN_SAMPLES
 
     def _push(self, raw: np.ndarray, bad: bool) -> None:
         self._raw.append(raw)
@@ -181,7 +203,8 @@ class ModelRunner:
         self.channels = [Channel[c] for c in m.channels]
         self.primary = self.channels[0]
         self.tracks = {c: ChannelTrack(self.label, c, m.sample_rate_hz, tuple(m.bandpass_hz),
-                                       m.filter_order) for c in self.channels}
+                                       m.filter_order, m.min_sensor_rate_hz)
+                       for c in self.channels}
         self.next_end = self.size
 
     def add(self, frame: Frame) -> list[Estimate]:

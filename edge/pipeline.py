@@ -34,15 +34,16 @@ CUFF_MIN_INTERVAL_S = 60.0
 class DevicePipeline:
     """`strict`: a frame that cannot feed a model raises StreamError (replay); otherwise that
     model does without it, counted in `rejected_frames` and logged once per distinct problem
-    (run), and the other models carry on. `cuff_calibration`: the device's own cuff readings
-    (BP_CUFF frames) calibrate its blood pressure, as an operator's command would; what they
-    did is logged and listed in `cuff_events`."""
+    (run; `quiet`: only kept in `problems`, which replay prints as notes), and the other
+    models carry on. `cuff_calibration`: the device's own cuff readings (BP_CUFF frames)
+    calibrate its blood pressure, as an operator's command would; what they did is logged
+    and listed in `cuff_events`."""
 
     def __init__(self, device: str, models: list[Model], alarms: AlarmsConfig,
-                 topics: Topics, *, strict: bool = False,
+                 topics: Topics, *, strict: bool = False, quiet: bool = False,
                  calibrations: CalibrationStore | None = None,
                  cuff_calibration: bool = False) -> None:
-        self.device, self.strict = device, strict
+        self.device, self.strict, self.quiet = device, strict, quiet
         self.cuff_calibration = cuff_calibration
         self.cuff_events: deque[str] = deque(maxlen=100)  # the latest, for replay and logs
         self._last_cuff_s: float | None = None
@@ -191,8 +192,9 @@ class DevicePipeline:
                 self.rejected_frames += 1
                 if str(err) not in self.problems:
                     self.problems.add(str(err))
-                    log.error("device %s: %s; that model gets none of its frames", self.device,
-                              err)
+                    if not self.quiet:
+                        log.error("device %s: %s; that model gets none of its frames",
+                                  self.device, err)
             events = []
             for estimate in estimates:
                 self.last_device_time_s = estimate.device_time_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
 import signal
 import threading
 import time
@@ -11,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from edge.calibration import CalibrationStore
-from edge.commands import parse_command, reply_payload
+from edge.commands import CommandLog, parse_command, reply_payload
 from edge.config import Config, load_config
 from edge.errors import CommandError, WearableError
 from edge.infer import Model, load_model
@@ -19,9 +20,11 @@ from edge.ingest import PortReader
 from edge.messages import Message, Topics, status_payload, utc_now
 from edge.pipeline import AGE_CHECK_S, DevicePipeline
 from edge.publish import Outbox, Publisher
+from edge.state import private_dir
 
 log = logging.getLogger(__name__)
 TICK_S = 0.1
+COMMANDS_PER_TICK = 20
 
 
 def package_version() -> str:
@@ -49,8 +52,13 @@ class Runtime:
         self.reload_requested = threading.Event()
         self.reload_error: str | None = None
         self.outbox = Outbox(config.path(config.mqtt.outbox))
-        self.publisher = Publisher(config.mqtt, self.topics, self.outbox, self.status)
+        self.publisher = Publisher(config.mqtt, self.topics, self.outbox, self.status,
+                                   resolve=config.path)
+        private_dir(config.path(config.calibration_file).parent, "calibration_file")
         self.calibrations = CalibrationStore(config.path(config.calibration_file))
+        id_file = config.path(config.commands.id_file)
+        private_dir(id_file.parent, "commands.id_file")
+        self.command_log = CommandLog(id_file)
         self.readers = [
             PortReader(device, DevicePipeline(device.name, self.models, config.alarms,
                                               self.topics, calibrations=self.calibrations,
@@ -117,16 +125,32 @@ class Runtime:
         self.publisher.publish_status(self.status("online"))
 
     def handle_command(self, topic: str, payload: bytes) -> None:
-        """An operator command from MQTT: apply it, answer on the device's reply topic."""
+        """An operator command from MQTT: apply it, answer on the device's reply topic.
+        Nothing in a command message may stop the node: whatever goes wrong is logged and
+        answered as a refusal."""
         device = self.topics.device_of_command(topic)
+        if not device.isprintable() or len(device) > 64:
+            # Not a device name any config allows: answer nothing, log nothing it could forge.
+            log.warning("command on an invalid topic %r ignored", topic[:100])
+            return
         command_id = None
         try:
-            command = parse_command(payload, self.config.commands)
+            command = parse_command(payload, self.config.commands, device)
             command_id = command.id
+            previous = self.command_log.seen(command.id)
+            if previous is not None:
+                raise CommandError(f"duplicate: command {command.id!r} was already received "
+                                   f"({'applied' if previous else 'refused'}); not applied "
+                                   "again", command.id)
             reader = next((r for r in self.readers if r.device.name == device), None)
-            if reader is None:
-                raise CommandError(f"unknown device {device!r}", command_id)
-            messages, reason = reader.pipeline.command(command)
+            try:
+                if reader is None:
+                    raise CommandError(f"unknown device {device!r}", command_id)
+                messages, reason = reader.pipeline.command(command)
+            except CommandError:
+                self.command_log.remember(command.id, False)
+                raise
+            self.command_log.remember(command.id, True)
             for message in messages:
                 self.publisher.publish(message)
             ok = True
@@ -135,19 +159,26 @@ class Runtime:
             ok, reason = False, str(err)
             command_id = err.command_id or command_id
             log.warning("device %s: command refused: %s", device, reason)
+        except Exception as err:  # the boundary: a command never stops the node
+            ok, reason = False, f"internal error, command not applied: {type(err).__name__}"
+            log.exception("device %s: command %s failed", device, command_id)
         reply = reply_payload(self.config.node, device, command_id, ok, reason, utc_now())
-        self.publisher.publish(Message(self.topics.reply(device), reply, qos=1))
+        try:
+            self.publisher.publish(Message(self.topics.reply(device), reply, qos=1))
+        except Exception:
+            log.exception("device %s: the reply to command %s could not be sent", device,
+                          command_id)
 
     def run(self) -> None:
         """Connect, read until stop() or SIGTERM/SIGINT, then shut down cleanly."""
         self.publisher.connect()
         for reader in self.readers:
             reader.start()
-        log.info("ready in %.2f s: %d device(s), models %s on %s, broker %s:%s",
+        log.info("ready in %.2f s: %d device(s), models %s on %s, broker %s:%s (%s)",
                  time.monotonic() - self.started, len(self.readers),
                  ", ".join(m.manifest.name for m in self.models),
                  self.models[0].backend if self.models else "-",
-                 self.config.mqtt.host, self.config.mqtt.port)
+                 self.config.mqtt.host, self.config.mqtt.port, self.publisher.state)
         next_status = time.monotonic() + self.config.mqtt.status_interval_s
         next_age_check = time.monotonic()
         while not self.stop_event.wait(TICK_S):
@@ -160,8 +191,12 @@ class Runtime:
                 for reader in self.readers:
                     for message in reader.pipeline.tick():
                         self.publisher.publish(message)
-            while not self.publisher.commands.empty():
-                self.handle_command(*self.publisher.commands.get())
+            # A bounded batch per tick: a command flood cannot starve alarms and status.
+            for _ in range(COMMANDS_PER_TICK):
+                try:
+                    self.handle_command(*self.publisher.commands.get_nowait())
+                except queue.Empty:
+                    break
             if time.monotonic() >= next_status:
                 self.publisher.publish_status(self.status("online"))
                 next_status += self.config.mqtt.status_interval_s

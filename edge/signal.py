@@ -10,6 +10,10 @@ import numpy as np
 from scipy import signal
 
 MAX_DENOMINATOR = 10_000  # bounds the resampling filter: 20 * down taps, <= 1.6 MB
+# The slowest waveform sensor any model takes, upsampled to the model rate: heart rate lives
+# below 4 Hz, and a 16 Hz sensor still carries up to 8 Hz. A model that needs finer timing
+# says so in its manifest (`min_sensor_rate_hz`); without one it takes its own rate and up.
+MIN_SENSOR_RATE_HZ = 16.0
 
 
 def bandpass_sos(fs: float, band_hz: tuple[float, float], order: int = 4) -> np.ndarray:
@@ -119,8 +123,9 @@ class Resampler:
     block.
 
     Output j is the signal at input position j * down / up, so it needs input up to sample
-    (j * down + delay) // up: outputs lag the input by `delay / up` input samples (10 output
-    periods), the price of a linear-phase filter whose output stays on the input's clock.
+    (j * down + delay) // up: outputs lag the input by `delay / up` input samples (10 periods
+    of the slower rate: output when downsampling, input when upsampling), the price of a
+    linear-phase filter whose output stays on the input's clock.
     Polyphase: output j is one dot product of the few input samples under the filter with
     the filter phase (j * down + delay) % up, so the upsampled stream is never built.
     """
@@ -178,19 +183,19 @@ class Conditioner:
     """One channel: band-pass at the sensor rate, then bring it to the model rate.
 
     An integer ratio keeps every factor-th sample (the band-pass is the anti-alias filter);
-    any other ratio goes through a polyphase Resampler. Either way model-rate output j is the
-    signal at sensor index j * down / up, so channels that start at different times, or run
-    at different rates, share one grid on the device clock (see `align`).
+    any other ratio, including a sensor slower than the model (upsampling), goes through a
+    polyphase Resampler. Either way model-rate output j is the signal at sensor index
+    j * down / up, so channels that start at different times, or run at different rates,
+    share one grid on the device clock (see `align`).
+
+    `min_sensor_rate`: the slowest sensor the model takes (its manifest's
+    `min_sensor_rate_hz`); None: the model rate (no upsampling). Never below
+    MIN_SENSOR_RATE_HZ, and the model's band must fit below the sensor's Nyquist frequency.
     """
 
     def __init__(self, sensor_rate: float, model_rate: float, band_hz: tuple[float, float],
-                 order: int = 4) -> None:
-        # Compared as the 6-digit decimals rate_ratio reads (float noise is not a lower rate).
-        if not 0 < model_rate <= float(f"{sensor_rate:.6g}"):
-            raise ValueError(
-                f"sensor rate {sensor_rate:g} Hz is below the model rate {model_rate:g} Hz; "
-                "upsampling a sensor stream is not supported"
-            )
+                 order: int = 4, min_sensor_rate: float | None = None) -> None:
+        check_sensor_rate(sensor_rate, model_rate, band_hz, min_sensor_rate)
         self.filter = StreamingFilter(bandpass_sos(sensor_rate, band_hz, order))
         ratio = rate_ratio(model_rate, sensor_rate)
         if ratio.numerator == 1:  # integer factor (64 Hz for 32 Hz): no interpolation needed
@@ -221,6 +226,28 @@ class Conditioner:
 
     def process(self, block: np.ndarray) -> np.ndarray:
         return self.resampler.process(self.filter.process(block))
+
+
+def check_sensor_rate(sensor_rate: float, model_rate: float, band_hz: tuple[float, ...],
+                      min_sensor_rate: float | None = None) -> None:
+    """ValueError saying why a sensor at `sensor_rate` cannot feed a model (see Conditioner),
+    checked before any filter is built."""
+    # Compared as the 6-digit decimals rate_ratio reads (float noise is not a lower rate).
+    rate = float(f"{sensor_rate:.6g}")
+    floor = model_rate if min_sensor_rate is None else min_sensor_rate
+    if not model_rate > 0:
+        raise ValueError(f"model rate {model_rate:g} Hz must be positive")
+    if rate < MIN_SENSOR_RATE_HZ:
+        raise ValueError(f"sensor rate {sensor_rate:g} Hz is below {MIN_SENSOR_RATE_HZ:g} Hz, "
+                         "the slowest any model takes; record at "
+                         f"{max(MIN_SENSOR_RATE_HZ, floor):g} Hz or faster")
+    if rate < floor:
+        raise ValueError(f"sensor rate {sensor_rate:g} Hz is below the {floor:g} Hz this "
+                         f"model takes; record at {floor:g} Hz or faster")
+    if band_hz and not band_hz[-1] < rate / 2:
+        raise ValueError(f"sensor rate {sensor_rate:g} Hz cannot carry the model's "
+                         f"{band_hz[0]:g}-{band_hz[-1]:g} Hz band (up to {rate / 2:g} Hz); "
+                         f"record at more than {2 * band_hz[-1]:g} Hz")
 
 
 class SlidingWindow:

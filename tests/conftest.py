@@ -353,3 +353,59 @@ def processes() -> Iterator[Processes]:
     procs = Processes()
     yield procs
     procs.stop_all()
+
+
+class Certificates(NamedTuple):
+    """PEM files made by the openssl CLI for one test session: a CA, server certificates for
+    127.0.0.1/localhost and for a name the broker is not reached by, a client certificate."""
+
+    ca: str
+    server_cert: str
+    server_key: str
+    wrong_name_cert: str
+    wrong_name_key: str
+    client_cert: str
+    client_key: str
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    import shutil
+    import subprocess
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        if os.environ.get("CI"):
+            pytest.fail("openssl CLI not found (sudo apt-get install openssl)")
+        pytest.skip("openssl CLI not found (sudo apt-get install openssl)")
+    folder = tmp_path_factory.mktemp("tls")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=folder)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        "/CN=wearable-test-ca", "-keyout", "ca.key", "-out", "ca.crt",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=keyCertSign")
+
+    def issue(name: str, subject: str, san: str, usage: str) -> None:
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
+        (folder / f"{name}.ext").write_text(f"subjectAltName={san}\nextendedKeyUsage={usage}\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext")
+
+    issue("server", "/CN=localhost", "DNS:localhost,IP:127.0.0.1", "serverAuth")
+    issue("wrong", "/CN=broker.elsewhere.example", "DNS:broker.elsewhere.example", "serverAuth")
+    issue("client", "/CN=wearable-edge", "DNS:wearable-edge", "clientAuth")
+    return Certificates(*(str(folder / f) for f in (
+        "ca.crt", "server.crt", "server.key", "wrong.crt", "wrong.key", "client.crt",
+        "client.key")))
+
+
+def tls_listener(certs: Certificates, *, wrong_name: bool = False, plain_port: int) -> str:
+    """PrivateBroker extra_config: its listener speaks TLS and wants a client certificate;
+    a second, plain listener on `plain_port` is for the test's own subscriber."""
+    cert, key = ((certs.wrong_name_cert, certs.wrong_name_key) if wrong_name
+                 else (certs.server_cert, certs.server_key))
+    return (f"cafile {certs.ca}\ncertfile {cert}\nkeyfile {key}\nrequire_certificate true\n"
+            f"tls_version tlsv1.2\nlistener {plain_port} 127.0.0.1\n")

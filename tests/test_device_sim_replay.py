@@ -59,7 +59,12 @@ def test_csv_replays_every_column(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("text", "needle"), [
-    ("time_s,ppg\n0,1\n0.02,2\n0.01,3\n", ":4: column 'time_s' goes from 0.02 to 0.01"),
+    ("time_s,ppg\n" + "".join(f"{0.3 if i == 20 else i / 50},{i}\n" for i in range(50)),
+     ":22: column 'time_s' goes back from 0.38 to 0.3, more than one sampling interval"),
+    ("time_s,ppg\n" + "".join(f"{i / 10},{i}\n" for i in range(50)),
+     ":3: time_s steps by 0.1 s, 10 Hz: outside 16-10000 Hz"),
+    ("time_s,ppg\n" + "".join(f"{i / 50},7\n" for i in range(50)),
+     ":2: column 'ppg' is 7 on every row"),
     ("time_s,ppg,acc_x,acc_y\n0,1,0,0\n0.1,2,0,0\n", ":1: missing column 'acc_z'"),
     ("time,ppg\n0,1\n", ":1: no 'time_s' column"),
     ("time_s,ppg,spo2\n0,1,2\n", ":1: unknown column 'spo2'"),
@@ -156,3 +161,27 @@ def test_devices_need_a_pty(tmp_path) -> None:
                              "--out", str(tmp_path / "x.bin")], cwd=ROOT, env=ENV,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--devices N needs --pty" in result.stderr
+
+
+def test_an_irregular_csv_streams_and_says_how_it_was_read(tmp_path) -> None:
+    """Repeated, jittered stamps over regular samples: the same samples go out, and stderr
+    says what the reader saw and did."""
+    path = tmp_path / "logger.csv"
+    ppg = write_csv(path)
+    header, *rows = path.read_text().splitlines()
+    rng = np.random.default_rng(4)
+    stamps = 100 + np.arange(len(rows)) / 50.0 + rng.uniform(-0.006, 0.006, len(rows))
+    stamps[200:204] = stamps[200]  # a batch under one stamp
+    path.write_text("\n".join([header, *(f"{t:.3f}," + row.split(",", 1)[1]
+                                         for t, row in zip(stamps, rows, strict=True))]) + "\n")
+    out = tmp_path / "logger.bin"
+    result = subprocess.run([sys.executable, "-m", "device_sim", "replay", str(path), "--out",
+                             str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith(f"wearable-sim: {path}: time_s irregular (3 repeated "
+                                    "timestamps, ") and result.stderr.count("\n") == 1
+    assert "rows taken as regular samples at " in result.stderr
+    got = Decoder().feed(out.read_bytes())
+    sent = np.concatenate([f.values[:, 0] for f in got if f.channel == Channel.PPG])
+    assert np.array_equal(sent, np.round(ppg))

@@ -88,27 +88,30 @@ def test_serial_port_that_does_not_exist(tmp_path):
     assert_one_line_error(result, 1, "/dev/ttyDOESNOTEXIST", "cannot be opened", "dialout")
 
 
-def test_broker_not_reachable(tmp_path):
-    body = (f"[mqtt]\nport = {free_port()}\noutbox = '{tmp_path / 'outbox.sqlite'}'\n"
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_outbox_directory_that_cannot_be_created(tmp_path, command):
+    (tmp_path / "a-file").write_text("not a directory")
+    body = (f"[mqtt]\nport = {free_port()}\noutbox = '{tmp_path / 'a-file' / 'outbox.sqlite'}'\n"
             "[[devices]]\nname = 'wrist'\nport = 'loop://'\n")
-    result = edge("run", "--log-level", "error", "--config", str(write_config(tmp_path, body)))
-    assert_one_line_error(result, 1, "not reachable", "start mosquitto")
+    options = ["--log-level", "error"] if command == "run" else []
+    result = edge(command, *options, "--config", str(write_config(tmp_path, body)))
+    assert_one_line_error(result, 2, "'mqtt.outbox'", "a-file", "cannot be created")
 
 
 def test_replay_of_a_file_that_is_not_a_recording(tmp_path):
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"hello, world\n" * 100)
     result = edge("replay", str(junk), "--models", str(MODELS), "--out", "none")
-    assert_one_line_error(result, 1, "no valid wire-protocol frames")
+    assert_one_line_error(result, 2, "no valid wire-protocol frames")
 
 
-def test_replay_of_a_rate_the_model_cannot_use_names_both(tmp_path):
+def test_replay_of_a_rate_no_model_can_use_names_both(tmp_path):
     recording = tmp_path / "odd-rate.bin"
     subprocess.run([sys.executable, "-m", "device_sim", "run", "--scenario", "normal",
-                    "--duration", "20", "--ppg-rate", "20", "--out", str(recording)],
-                   check=True, cwd=ROOT)  # below the model's 32 Hz: no resampling can help
+                    "--duration", "20", "--ppg-rate", "12", "--out", str(recording)],
+                   check=True, cwd=ROOT)  # below 16 Hz: too slow even to upsample
     result = edge("replay", str(recording), "--models", str(MODELS), "--out", "none")
-    assert_one_line_error(result, 1, "PPG at 20 Hz", "model hr@", "32 Hz")
+    assert_one_line_error(result, 2, "PPG at 12 Hz", "model hr@", "32 Hz", "16 Hz or faster")
 
 
 def test_the_board_config_shipped_in_deploy_is_valid():
@@ -120,11 +123,13 @@ def test_the_board_config_shipped_in_deploy_is_valid():
 
 
 def test_json_logs_are_one_object_per_line(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
     body = (f"log_format = 'json'\n[mqtt]\nport = {free_port()}\n"
-            f"outbox = '{tmp_path / 'outbox.sqlite'}'\n[[devices]]\nname = 'w'\nport = 'loop://'\n")
+            f"outbox = '{tmp_path / 'a-file' / 'outbox.sqlite'}'\n"
+            "[[devices]]\nname = 'w'\nport = 'loop://'\n")
     result = edge("run", "--config", str(write_config(tmp_path, body)))
     *logs, error = result.stderr.strip().splitlines()
-    assert result.returncode == 1 and "not reachable" in error
+    assert result.returncode == 2 and "cannot be created" in error
     entries = [json.loads(line) for line in logs]
     assert entries and all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
     assert any("loaded model hr" in e["message"] for e in entries)

@@ -17,6 +17,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from e2e import ROOT, edge_config, validate
 
+from edge.commands import signed_command
+
 
 def test_tachycardia_alarm_end_to_end_and_last_will(broker, mqtt_subscriber, processes,
                                                      tmp_path):
@@ -235,10 +237,10 @@ def test_acknowledge_over_mqtt_and_refusals(broker, mqtt_subscriber, mqtt_publis
         return sub.wait_for(lambda m: m.topic == "wearable/ward-7/wrist-1/reply"
                             and m.json()["id"] == command_id, timeout=10).json()
 
-    mqtt_publish(cmd_topic, json.dumps({"id": "bad-token", "operator": "nurse",
-                                        "token": "guess-guess-guess", "command": "acknowledge",
-                                        "condition": "hr_high"}), broker=broker)
-    refused = reply("bad-token")
+    mqtt_publish(cmd_topic, json.dumps(signed_command(
+        "nurse", "guess-guess-guess-guess", "wrist-1", "acknowledge", {"condition": "hr_high"},
+        command_id="bad-secret")), broker=broker)
+    refused = reply("bad-secret")
     validate("reply", refused)
     assert refused["ok"] is False and "not authorised" in refused["reason"]
     mqtt_publish(cmd_topic, "{oops", broker=broker)
@@ -246,17 +248,17 @@ def test_acknowledge_over_mqtt_and_refusals(broker, mqtt_subscriber, mqtt_publis
                           timeout=10).json()
     validate("reply", broken)
     assert "invalid JSON" in broken["reason"]
-    mqtt_publish(cmd_topic, json.dumps({"id": "cal-400", "operator": "nurse", "token": token,
-                                        "command": "calibrate", "systolic": 400,
-                                        "diastolic": 80}), broker=broker)
+    mqtt_publish(cmd_topic, json.dumps(signed_command(
+        "nurse", token, "wrist-1", "calibrate", {"systolic": 400, "diastolic": 80},
+        command_id="cal-400")), broker=broker)
     implausible = reply("cal-400")
     validate("reply", implausible)
     assert implausible["ok"] is False and "'systolic' must be a cuff reading" in (
         implausible["reason"])
 
-    mqtt_publish(cmd_topic, json.dumps({"id": "ack-1", "operator": "nurse", "token": token,
-                                        "command": "acknowledge", "condition": "hr_high"}),
-                 broker=broker)
+    mqtt_publish(cmd_topic, json.dumps(signed_command(
+        "nurse", token, "wrist-1", "acknowledge", {"condition": "hr_high"},
+        command_id="ack-1")), broker=broker)
     assert reply("ack-1")["ok"] is True
     ack = sub.wait_for(lambda m: m.topic.endswith("/alarms")
                        and m.json()["event"] == "acknowledged", timeout=10).json()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.commands import parse_command
+from edge.commands import parse_command, signed_command
 from edge.config import AlarmsConfig, CommandsConfig, config_from_dict
 from edge.errors import CommandError, ConfigError
 from edge.messages import Topics
@@ -151,10 +151,10 @@ def test_calibration_commands_out_of_range_are_refused(fields, reason):
     import json
 
     config = CommandsConfig(operators={"nurse": "nurse-token-0123456"})
-    payload = json.dumps({"id": "c1", "operator": "nurse", "token": "nurse-token-0123456",
-                          "command": "calibrate", **fields}).encode()
+    payload = json.dumps(signed_command("nurse", "nurse-token-0123456", "wrist-1", "calibrate",
+                                        fields, command_id="c1")).encode()
     with pytest.raises(CommandError, match=reason) as err:
-        parse_command(payload, config)
+        parse_command(payload, config, "wrist-1")
     assert err.value.command_id == "c1"
 
 
@@ -162,8 +162,8 @@ def test_calibration_without_a_bp_model_is_refused():
     import json
 
     config = CommandsConfig(operators={"nurse": "nurse-token-0123456"})
-    command = parse_command(json.dumps({
-        "id": "c2", "operator": "nurse", "token": "nurse-token-0123456",
-        "command": "calibrate", "systolic": 120, "diastolic": 80}).encode(), config)
+    command = parse_command(json.dumps(signed_command(
+        "nurse", "nurse-token-0123456", "wrist-1", "calibrate",
+        {"systolic": 120, "diastolic": 80}, command_id="c2")).encode(), config, "wrist-1")
     with pytest.raises(CommandError, match="no blood-pressure model"):
         pipeline().command(command)

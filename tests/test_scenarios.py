@@ -31,6 +31,7 @@ from device_sim.physiology import Recording
 from device_sim.stream import stream
 from device_sim.writers import PtyWriter
 from edge.calibration import CalibrationStore
+from edge.commands import signed_command
 from edge.config import AlarmsConfig
 from edge.infer import load_model
 from edge.messages import Topics
@@ -147,9 +148,8 @@ def run_scenario(name: str, expect: Expect, broker, mqtt_subscriber, mqtt_publis
                      and m.json()["device_time_s"] >= 40, timeout=120)
         cuff = {"systolic": round(float(rec.truth.sbp_mmhg[10:40].mean())),
                 "diastolic": round(float(rec.truth.dbp_mmhg[10:40].mean()))}
-        mqtt_publish(f"wearable/ward-7/{DEVICE}/cmd", json.dumps({
-            "id": "cal-1", "operator": "nurse", "token": TOKEN, "command": "calibrate",
-            **cuff}), broker=broker)
+        mqtt_publish(f"wearable/ward-7/{DEVICE}/cmd", json.dumps(signed_command(
+            "nurse", TOKEN, DEVICE, "calibrate", cuff, command_id="cal-1")), broker=broker)
         reply = sub.wait_for(f"wearable/ward-7/{DEVICE}/reply", timeout=10).json()
         validate("reply", reply)
         assert reply["ok"] and reply["reason"].startswith(

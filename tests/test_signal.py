@@ -62,9 +62,13 @@ def test_bandpass_rejects_band_outside_nyquist():
         bandpass_sos(6.0, (0.5, 4.0))
 
 
-def test_conditioner_rejects_a_sensor_rate_below_the_model_rate():
-    with pytest.raises(ValueError, match="25 Hz is below the model rate 32 Hz"):
-        Conditioner(25.0, 32.0, (0.5, 4.0))
+def test_conditioner_upsamples_only_down_to_the_models_minimum_rate():
+    with pytest.raises(ValueError, match="25 Hz is below the 32 Hz this model takes"):
+        Conditioner(25.0, 32.0, (0.5, 4.0))  # no min_sensor_rate: the model rate
+    assert len(Conditioner(25.0, 32.0, (0.5, 4.0), min_sensor_rate=16.0).process(
+        np.ones((250, 1)))) > 0
+    with pytest.raises(ValueError, match="12 Hz is below 16 Hz, the slowest any model takes"):
+        Conditioner(12.0, 32.0, (0.5, 4.0), min_sensor_rate=10.0)
 
 
 def test_spectrum_feature_peaks_at_the_pulse_rate_and_ignores_amplitude():

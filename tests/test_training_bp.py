@@ -154,8 +154,9 @@ def test_bad_recordings_give_one_clear_error():
     slow = simulate("hypotension", seed=1, ppg_rate=32.0, channels=("ppg", "ecg"))
     with pytest.raises(TrainingError, match="PPG at 32 Hz is below the model rate 64 Hz"):
         bp_data.recording_windows(slow, bp.PREPROCESSING)
-    with pytest.raises(ValueError, match="below the model rate"):  # the runtime's own check
-        Conditioner(32.0, FS, bp.PREPROCESSING.bandpass_hz, bp.PREPROCESSING.filter_order)
+    with pytest.raises(ValueError, match="below the 64 Hz this model takes"):  # the runtime's
+        Conditioner(32.0, FS, bp.PREPROCESSING.bandpass_hz, bp.PREPROCESSING.filter_order,
+                    bp.PREPROCESSING.min_sensor_rate_hz)
     no_ecg = simulate("hypotension", seed=1, channels=("ppg",))
     with pytest.raises(TrainingError, match="no ECG"):
         bp_data.recording_windows(no_ecg, bp.PREPROCESSING)

@@ -188,11 +188,16 @@ def test_malformed_csv_names_file_and_line(tmp_path, capsys):
 
 
 def test_a_rate_below_the_model_rate(tmp_path, capsys):
+    """The hr model takes a 25 Hz PPG (upsampled, min_sensor_rate_hz 16); its ECG labels and
+    the bp model (pulse-arrival timing) need more."""
     rec = sim(60, seed=2, rate=25.0)
-    slow = write_csv(tmp_path / "slow.csv", rec, 25.0, cuff=False)
+    slow = write_csv(tmp_path / "slow.csv", rec, 25.0)
     err = run_error(["hr", "--data", str(slow)], tmp_path / "out", capsys)
-    assert err == (f"{slow}: PPG at 25 Hz is below the hr model's 32 Hz; record or resample "
-                   "it at 32 Hz or faster")
+    assert err == (f"{slow}: ECG at 25 Hz is too slow to time the R peaks of the hr labels; "
+                   "record it at 64 Hz or faster")
+    err = run_error(["bp", "--data", str(slow)], tmp_path / "out", capsys)
+    assert err == (f"{slow}: ECG at 25 Hz is below the bp model's 64 Hz; record or resample "
+                   "it at 64 Hz or faster")
 
 
 def test_missing_label_columns(tmp_path, capsys, walk):

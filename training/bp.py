@@ -44,6 +44,9 @@ PREPROCESSING = Preprocessing(
     features="ecg_ppg_pat",
     feature_params={"upsample_hz": 256.0, "pat_min_s": 0.04, "shape_points": 32,
                     "shape_step_s": 0.025, "min_beats": 3},
+    # No upsampling: pulse arrival is timed to a few ms, and a 32 Hz PPG's 31 ms samples
+    # leave the upsampled foot to the interpolation filter (docs/architecture.md).
+    min_sensor_rate_hz=64.0,
 )
 OUTPUTS = ("systolic", "diastolic")
 Y_OFFSET = np.array([120.0, 80.0])  # the net regresses (mmHg - offset) / scale

@@ -174,10 +174,11 @@ def hr_windows(path: Path, sig: Signals, split: str, index: int):
     if sig.ecg is None:
         raise _missing(path, "ecg", "the hr model's labels are the heart rate of the ECG "
                        "(R peaks); record the ECG alongside the PPG")
-    _check_rate(path, "hr", "PPG", sig.ppg_rate, pre.sample_rate_hz)
+    _check_rate(path, "hr", "PPG", sig.ppg_rate, pre.min_sensor_rate_hz or pre.sample_rate_hz)
     has_acc = "acc" in sig.channels
     if has_acc:
-        _check_rate(path, "hr", "accelerometer", sig.acc_rate, pre.sample_rate_hz)
+        _check_rate(path, "hr", "accelerometer", sig.acc_rate,
+                    pre.min_sensor_rate_hz or pre.sample_rate_hz)
     if sig.ecg_rate < ECG_MIN_RATE_HZ:
         raise TrainingError(f"{_name(path)}: ECG at {sig.ecg_rate:g} Hz is too slow to time "
                             f"the R peaks of the hr labels; record it at "

@@ -1,6 +1,6 @@
 """Recording -> model inputs, through the runtime's own classes (one code path, no skew).
 
-Each channel runs through `edge.signal.Conditioner` (band-pass at the sensor rate, decimate
+Each channel runs through `edge.signal.Conditioner` (band-pass at the sensor rate, resample
 to the model rate) over the whole recording, then `edge.signal.SlidingWindow`, then the
 feature function the manifest names. The runtime runs the same three steps block by block;
 `Conditioner` and `SlidingWindow` carry state, so the result is identical.
@@ -27,7 +27,8 @@ class RecordingWindows:
 
 
 def _condition(pre: Preprocessing, x: np.ndarray, rate: float) -> list[np.ndarray]:
-    conditioner = Conditioner(rate, pre.sample_rate_hz, pre.bandpass_hz, pre.filter_order)
+    conditioner = Conditioner(rate, pre.sample_rate_hz, pre.bandpass_hz, pre.filter_order,
+                              pre.min_sensor_rate_hz)
     window = SlidingWindow(pre.window_samples, pre.hop_samples)
     return window.push(conditioner.process(x))
 

@@ -45,12 +45,22 @@ CGM_SCALE = 1.0  # mg/dL
 CUFF_SCALE = 1.0  # mmHg
 CGM_RATE_HZ = CUFF_RATE_HZ = 1.0 / 300.0  # nominal header rate of a sparse reading
 FRAMES_PER_SECOND = 4.0
-MIN_RATE_HZ, MAX_RATE_HZ = 10.0, 10_000.0  # sample rates a recording may have
+# Waveform rates a recording may have. 16 Hz is the slowest any model takes, upsampled
+# (edge.signal.MIN_SENSOR_RATE_HZ; wire does not import edge: a test keeps them equal).
+MIN_RATE_HZ, MAX_RATE_HZ = 16.0, 10_000.0
 
 DENSE = ("ppg", "acc_x", "acc_y", "acc_z", "ecg")  # a value on every row
 SPARSE = ("glucose", "sbp", "dbp")  # a value where there is a reading, else empty
 COLUMNS = ("time_s", *DENSE, *SPARSE)
-JITTER = 0.2  # a sample interval may differ from the median by this fraction
+JITTER = 0.2  # intervals within this fraction of the median: a regular file, kept as is
+# Irregular files (repeated timestamps, jitter) are resampled onto a uniform grid; an interval
+# longer than this many sampling intervals is a gap, which the reader does not fill.
+MAX_INTERVAL_STEPS = 2.5
+# Stamps within this many sampling intervals of a straight line: regular samples under a
+# noisy logger clock (kept as they are); beyond it the samples themselves were irregular.
+REGULAR_WANDER_STEPS = 1.0
+CLIPPED_SHARE = 0.25  # this share of the PPG's rows at its extreme value: a clipped sensor
+CLIPPED_MIN_LEVELS = 16  # a PPG with fewer distinct values is coarse, not (known) clipped
 ECG_NAMES = {"i", "ii", "iii", "avr", "avl", "avf", "v", "v1", "v2", "v3", "v4", "v5", "v6",
              "mlii", "ml2", "ecg", "ecg1", "ecg2", "ecg i", "ecg ii"}
 PPG_NAMES = {"pleth", "ppg", "bvp", "pulse", "ppg1"}
@@ -104,6 +114,7 @@ class Signals:
     duration_s: float
     ppg_scale: float = PPG_SCALE
     lead_off: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what the reader did, e.g. resampled an irregular time_s
 
     @property
     def wire_channels(self) -> tuple[Channel, ...]:
@@ -122,7 +133,8 @@ def _ppg_scale(ppg: np.ndarray) -> float:
 
 
 def _signals(duration_s: float, rate: float, columns: dict[str, np.ndarray],
-             sparse: dict[str, tuple[np.ndarray, np.ndarray]]) -> Signals:
+             sparse: dict[str, tuple[np.ndarray, np.ndarray]],
+             notes: tuple[str, ...] = ()) -> Signals:
     channels = []
     ppg = columns.get("ppg", np.zeros(0))
     if "ppg" in columns:
@@ -145,7 +157,7 @@ def _signals(duration_s: float, rate: float, columns: dict[str, np.ndarray],
     if not channels:
         raise RecordingError("no channel to replay")
     return Signals(ppg, rate, acc, rate, ecg, rate, cgm, cuff, tuple(channels), duration_s,
-                   ppg_scale=_ppg_scale(ppg))
+                   ppg_scale=_ppg_scale(ppg), notes=notes)
 
 
 def load_csv(path: str | os.PathLike) -> Signals:
@@ -191,23 +203,18 @@ def load_csv(path: str | os.PathLike) -> Signals:
     if len(data) < 2:
         raise RecordingError(f"{path}: fewer than two rows of data; nothing to replay")
     t = data[:, header.index("time_s")]
-    t = t - t[0]
-    dt = np.diff(t)
-    step = float(np.median(dt))
-    # The rate over the whole file: rounded time stamps bias a single interval (64 Hz written
-    # to 5 decimals has a median interval of 0.01563 s, 63.98 Hz, below a 64 Hz model).
-    rate = (len(t) - 1) / t[-1] if t[-1] > 0 else 1.0 / step
     dense = [name for name in header if name in DENSE]
-    if dense:
-        bad = np.flatnonzero(np.abs(dt - step) > JITTER * step)
-        if len(bad):
-            raise RecordingError(f"{path}:{bad[0] + 3}: time_s jumps by {dt[bad[0]]:g} s where "
-                                 f"the sampling interval is {step:g} s; resample the file to "
-                                 "a regular rate (gaps are not supported)")
-        if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
-            raise RecordingError(f"{path}: sampling rate {rate:g} Hz is outside "
-                                 f"{MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz; resample the file")
     columns = {name: data[:, header.index(name)] for name in dense}
+    notes: tuple[str, ...] = ()
+    if dense:
+        raw_ppg = columns.get("ppg")
+        rate, step, columns, note = _uniform(path, t, columns)
+        if raw_ppg is not None:
+            _check_ppg(path, raw_ppg)
+        notes = (note,) if note else ()
+    else:  # readings only (CGM, cuff): any spacing
+        rate, step = 64.0, 1.0
+    t = np.maximum.accumulate(t) - t[0]  # readings stay in order under a jittered clock
     sparse = {}
     for name in SPARSE:
         if name in header:
@@ -216,19 +223,115 @@ def load_csv(path: str | os.PathLike) -> Signals:
             sparse[name] = (t[have], col[have])
     if "sbp" in sparse and not np.array_equal(sparse["sbp"][0], sparse["dbp"][0]):
         raise RecordingError(f"{path}: sbp and dbp must be given on the same rows")
-    duration = t[-1] + (step if dense else 1.0)
+    n = len(next(iter(columns.values()))) if dense else 0
+    duration = float((n - 1) / rate + step if dense else t.max() + step)
     try:
-        return _signals(duration, rate if dense else 64.0, columns, sparse)
+        return _signals(duration, rate, columns, sparse, notes)
     except RecordingError as err:
         raise RecordingError(f"{path}: {err}; add a ppg, acc_*, ecg or glucose column") \
             from None
 
 
+def _uniform(path: Path, t: np.ndarray, columns: dict[str, np.ndarray]
+             ) -> tuple[float, float, dict[str, np.ndarray], str]:
+    """(rate, sampling interval, the dense columns on a uniform grid, a note saying what was
+    done). A regular file (every interval within JITTER of the median) is kept as it is.
+    Real loggers repeat timestamps (a coarse clock, samples stamped in batches) and jitter:
+    runs of one timestamp are spread evenly up to the next one, and a step back by up to one
+    interval counts as jitter. If the stamps then stay within REGULAR_WANDER_STEPS of a
+    straight line, the rows are a sensor's regular samples and are kept at that line's rate;
+    otherwise they are linearly interpolated onto a uniform grid (a PPG's pulse lives below
+    4 Hz: a fraction of a sample of timing error does not move it). RecordingError for times
+    going back by more than an interval, a gap, or a rate the models cannot use."""
+    n = len(t)
+    dt = np.diff(t)
+    monotone = np.maximum.accumulate(t)
+    # Runs of one timestamp (after jitter back is clamped) spread evenly to the next one.
+    starts = np.flatnonzero(np.r_[True, np.diff(monotone) > 0])
+    lengths = np.diff(np.r_[starts, n])
+    if len(starts) < 2:
+        if t.min() == t.max():
+            raise RecordingError(f"{path}:3: column 'time_s' is {t[0]:g} on every row; give "
+                                 "each row the time its sample was taken")
+        i = int(np.argmax(t < t[0]))
+        raise RecordingError(f"{path}:{i + 2}: column 'time_s' goes back from {t[0]:g} to "
+                             f"{t[i]:g}; sort the rows by time_s")
+    gaps = np.diff(monotone[starts])
+    gaps = np.r_[gaps, np.median(gaps / lengths[:-1]) * lengths[-1]]  # the last run: typical
+    within = np.arange(n) - np.repeat(starts, lengths)
+    spread = (np.repeat(monotone[starts], lengths)
+              + within / np.repeat(lengths, lengths) * np.repeat(gaps, lengths))
+    step = float(np.median(np.diff(spread)))
+    back = np.flatnonzero(monotone - t > step * (1 + 1e-6))
+    if len(back):
+        i = back[0]
+        raise RecordingError(f"{path}:{i + 2}: column 'time_s' goes back from "
+                             f"{monotone[i]:g} to {t[i]:g}, more than one sampling interval "
+                             f"({step:g} s); sort the rows by time_s, or split the file where "
+                             "the logger's clock was reset")
+    jumps = np.flatnonzero(np.diff(spread) > MAX_INTERVAL_STEPS * step)
+    if len(jumps):
+        i = jumps[0]
+        raise RecordingError(f"{path}:{i + 3}: time_s jumps by {spread[i + 1] - spread[i]:g} s "
+                             f"where the sampling interval is {step:g} s; resample the file to "
+                             "a regular rate (gaps are not supported)")
+    regular = len(starts) == n and not np.any(np.abs(dt - step) > JITTER * step)
+    # The rate over the whole file: rounded time stamps bias a single interval (64 Hz written
+    # to 5 decimals has a median interval of 0.01563 s, 63.98 Hz, below a 64 Hz model).
+    rate = (n - 1) / (spread[-1] - spread[0])
+    note = ""
+    if not regular:
+        repeated = n - len(starts)
+        stats = (f"time_s irregular ({repeated} repeated timestamp{'s' * (repeated != 1)}, "
+                 f"intervals {dt.min() * 1e3:.3g} to {dt.max() * 1e3:.3g} ms, median "
+                 f"{np.median(dt) * 1e3:.3g} ms, SD {dt.std() * 1e3:.3g} ms)")
+        # A sensor samples on its own crystal; a logger stamps the rows when they reach it
+        # (late, in batches). Stamps that stay within a sampling interval of a straight line
+        # are that: the rows are regular samples, kept as they are at the line's rate.
+        # Otherwise the stamps are the sampling times: interpolate onto a uniform grid.
+        index = np.arange(n)
+        slope, offset = np.polyfit(index, spread, 1)
+        wander = float(np.abs(spread - (offset + slope * index)).max())
+        if wander <= REGULAR_WANDER_STEPS * slope:
+            rate = float(f"{1 / slope:.6g}")
+            note = (f"{stats}: rows taken as regular samples at {rate:g} Hz (the stamps stay "
+                    f"within {wander * 1e3:.3g} ms of a straight line)")
+        else:
+            measured = rate
+            rate = float(f"{rate:.3g}")  # the grid is ours: a round rate near the file's
+            grid = spread[0] + np.arange(int((spread[-1] - spread[0]) * rate + 1e-9) + 1) / rate
+            columns = {name: np.interp(grid, spread, col) for name, col in columns.items()}
+            note = (f"{stats}: stamps wander {wander * 1e3:.3g} ms from a regular clock; "
+                    f"resampled from {measured:.5g} rows/s onto a uniform {rate:g} Hz grid")
+    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+        raise RecordingError(f"{path}:3: time_s steps by {step:g} s, {rate:g} Hz: outside "
+                             f"{MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz, the rates the models can "
+                             f"use; record at {MIN_RATE_HZ:g} Hz or faster (or resample the "
+                             "file)")
+    return rate, step, columns, note
+
+
+def _check_ppg(path: Path, ppg: np.ndarray) -> None:
+    """RecordingError if the PPG column holds no pulse: constant, or pinned at its extremes
+    (a saturated sensor: too much gain or LED current, or no skin contact)."""
+    if ppg.max() == ppg.min():
+        raise RecordingError(f"{path}:2: column 'ppg' is {ppg[0]:g} on every row: the sensor "
+                             "saw no pulse; check its contact with the skin, or drop the "
+                             "column")
+    if len(np.unique(ppg[:100_000])) < CLIPPED_MIN_LEVELS:
+        return  # too few levels to tell clipping from coarse quantisation of a weak pulse
+    for name, value in (("maximum", ppg.max()), ("minimum", ppg.min())):
+        at = ppg == value
+        if at.mean() >= CLIPPED_SHARE:
+            raise RecordingError(
+                f"{path}:{np.argmax(at) + 2}: column 'ppg' is clipped: {at.mean():.0%} of the "
+                f"rows sit at its {name} {value:g}; lower the sensor's gain or LED current, "
+                "or replay only the part that is not clipped")
+
+
 def _fast_rows(handle: TextIO, header: list[str]) -> np.ndarray | None:
     """The data rows as floats (NaN for an empty sparse cell), read by numpy's C parser; None
-    if anything is off (a bad cell, a short row, times that do not increase...), which
-    `_checked_rows` then points at."""
-    time_col = header.index("time_s")
+    if anything is off (a bad cell, a short row...), which `_checked_rows` then points at."""
     sparse = {j: _sparse_cell for j, name in enumerate(header) if name in SPARSE}
     dense = [j for j, name in enumerate(header) if name not in SPARSE]
     try:
@@ -239,8 +342,7 @@ def _fast_rows(handle: TextIO, header: list[str]) -> np.ndarray | None:
     except (ValueError, UnicodeDecodeError):
         return None
     if (data.ndim != 2 or data.shape[1] != len(header) or len(data) < 2
-            or not np.isfinite(data[:, dense]).all()
-            or not (np.diff(data[:, time_col]) > 0).all()):
+            or not np.isfinite(data[:, dense]).all()):
         return None
     return data
 
@@ -260,7 +362,6 @@ def _checked_rows(path: Path, reader: Iterator[list[str]], header: list[str]) ->
     """The data rows, row by row: RecordingError naming the line and column of the first bad
     cell."""
     rows: list[list[float]] = []
-    time_col = header.index("time_s")
     line = 1
     try:
         for line, row in enumerate(reader, start=2):
@@ -284,10 +385,6 @@ def _checked_rows(path: Path, reader: Iterator[list[str]], header: list[str]) ->
                                          "number" + ("" if name not in SPARSE else
                                                      " (leave the cell empty for no reading)"))
                 values.append(value)
-            if rows and values[time_col] <= rows[-1][time_col]:
-                raise RecordingError(f"{path}:{line}: column 'time_s' goes from "
-                                     f"{rows[-1][time_col]:g} to {values[time_col]:g}; "
-                                     "times must increase")
             rows.append(values)
     except UnicodeDecodeError:
         raise RecordingError(f"{path}:{line + 1}: not UTF-8 text; save the file as UTF-8 "
@@ -297,7 +394,9 @@ def _checked_rows(path: Path, reader: Iterator[list[str]], header: list[str]) ->
 
 def load_wfdb(path: str | os.PathLike) -> Signals:
     """A PhysioNet WFDB record (`name.hea` + its signal files): the first ECG lead (in mV)
-    and a PPG ('PLETH', 'PPG', 'BVP') are replayed; other signals are skipped."""
+    and a PPG ('PLETH', 'PPG', 'BVP') are replayed, each at its own rate (a multi-frequency
+    record, e.g. PPG at 124.9 Hz and ECG at 249.8 Hz, is not averaged down to its frame
+    rate); other signals are skipped."""
     try:
         import wfdb
     except ImportError:
@@ -308,30 +407,40 @@ def load_wfdb(path: str | os.PathLike) -> Signals:
     if base.endswith((".hea", ".dat")):
         base = base[:-4]
     try:
-        record = wfdb.rdrecord(base)
+        # smooth_frames=False: every signal at its own rate (samples per frame x frame rate)
+        record = wfdb.rdrecord(base, smooth_frames=False)
     except (OSError, ValueError) as err:
         raise RecordingError(f"cannot read WFDB record {base!r} ({err}); give the record's "
                              "path without extension, next to its .hea and .dat files") \
             from None
     names = [n.strip().lower() for n in record.sig_name]
-    signals = record.p_signal
-    columns: dict[str, np.ndarray] = {}
+    per_frame = record.samps_per_frame or [1] * len(names)
+    columns: dict[str, tuple[np.ndarray, float, str]] = {}  # signal, rate, its name
     for i, name in enumerate(names):
         unit = (record.units[i] or "").lower()
+        values = np.asarray(record.e_p_signal[i], dtype=np.float64)
+        rate = float(record.fs) * per_frame[i]
         if "ecg" not in columns and (name in ECG_NAMES or unit == "mv"):
             scale = {"mv": 1.0, "uv": 1e-3, "v": 1e3}.get(unit, 1.0)
-            columns["ecg"] = signals[:, i] * scale
+            columns["ecg"] = (values * scale, rate, record.sig_name[i])
         elif "ppg" not in columns and name in PPG_NAMES:
-            columns["ppg"] = signals[:, i]
+            columns["ppg"] = (values, rate, record.sig_name[i])
     if not columns:
         raise RecordingError(f"WFDB record {base!r} has no ECG or PPG signal (signals: "
                              f"{', '.join(record.sig_name)}); name a signal e.g. 'II' or "
                              "'PLETH'")
-    rate = float(record.fs)
-    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
-        raise RecordingError(f"WFDB record {base!r}: rate {rate:g} Hz is outside "
-                             f"{MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz")
-    return _signals(record.sig_len / rate, rate, columns, {})
+    for _, rate, name in columns.values():
+        if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+            raise RecordingError(f"WFDB record {base!r}: signal {name} at {rate:g} Hz is "
+                                 f"outside {MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz, the rates the "
+                                 "models can use; use a record sampled at 16 Hz or faster")
+    ppg, ppg_rate, _ = columns.get("ppg", (np.zeros(0), 0.0, ""))
+    ecg, ecg_rate, _ = columns.get("ecg", (None, 0.0, ""))
+    channels = tuple(c for c in ("ppg", "ecg") if c in columns)
+    duration = max(len(x) / rate for x, rate, _ in columns.values())
+    rate = ppg_rate or ecg_rate  # an absent channel's rate: any valid one
+    return Signals(ppg, ppg_rate or rate, np.zeros((0, 3)), rate, ecg, ecg_rate or rate,
+                   None, None, channels, duration, ppg_scale=_ppg_scale(ppg))
 
 
 def recording_kind(path: str | os.PathLike) -> str:
