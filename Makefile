@@ -1,5 +1,7 @@
 # Developer entry points (GNU make). `make help` lists them.
-# Everything runs from one virtualenv, .venv, holding the project and all its extras.
+# Everything runs from one virtualenv, .venv. Each target installs only the extras it needs
+# (the demo: the runtime, no TensorFlow), and a stamp per extras set remembers what is in
+# .venv, so `make demo` and then `make test` installs just what the tests add.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -8,11 +10,17 @@ MAKEFLAGS += --no-builtin-rules
 
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= runtime,training,dev
+# What each target installs (pyproject.toml extras). `training` pulls TensorFlow for this
+# machine's architecture (tensorflow-cpu on x86-64 Linux, tensorflow elsewhere).
+DEMO_EXTRAS ?= runtime
+TEST_EXTRAS ?= runtime,training,dev
+EXTRAS ?= $(TEST_EXTRAS)
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
-# Touched after a successful install; older than pyproject.toml means "install again".
-STAMP := $(VENV)/.installed
+comma := ,
+# Touched after a successful install of one extras set; older than pyproject.toml means
+# "install again". .installed-runtime+training+dev for runtime,training,dev.
+stamp = $(VENV)/.installed-$(subst $(comma),+,$(1))
 
 .PHONY: help venv mosquitto test lint demo bench models eval clean distclean
 
@@ -21,9 +29,9 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' \
 		$(MAKEFILE_LIST)
 
-venv: $(STAMP) ## Create .venv and pip install -e ".[runtime,training,dev]" (again if pyproject.toml changed)
+venv: $(call stamp,$(EXTRAS)) ## Create .venv and pip install -e ".[EXTRAS]" (default: runtime,training,dev)
 
-$(STAMP): pyproject.toml
+$(VENV)/.installed-%: pyproject.toml
 	@if [ ! -x $(BIN)/python ]; then \
 		echo "creating $(VENV) with $(PYTHON)"; \
 		$(PYTHON) -m venv $(VENV) || { \
@@ -32,7 +40,7 @@ $(STAMP): pyproject.toml
 			exit 1; }; \
 	fi
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -e ".[$(subst +,$(comma),$*)]"
 	@touch $@
 
 mosquitto: ## Make sure a mosquitto broker binary exists (apt-get install as root or via sudo -n)
@@ -54,19 +62,19 @@ mosquitto: ## Make sure a mosquitto broker binary exists (apt-get install as roo
 		exit 1; \
 	fi
 
-test: venv mosquitto ## Run the test suite (real mosquitto, real ptys); PYTEST_ARGS=... to pass more
+test: $(call stamp,$(TEST_EXTRAS)) mosquitto ## Run the test suite (real mosquitto, real ptys); PYTEST_ARGS=... to pass more
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-lint: venv ## ruff check the tree
+lint: $(call stamp,$(TEST_EXTRAS)) ## ruff check the tree
 	$(BIN)/ruff check .
 
-demo: venv mosquitto ## Three simulated wearables (HR, BP, glucose) -> edge runtime -> private broker, live
+demo: $(call stamp,$(DEMO_EXTRAS)) mosquitto ## Three simulated wearables (HR, BP, glucose) -> edge runtime -> private broker, live (installs the runtime only)
 	$(BIN)/python -m deploy.demo
 
-bench: venv mosquitto ## Run the benchmarks
+bench: $(call stamp,$(DEMO_EXTRAS)) mosquitto ## Run the benchmarks
 	$(BIN)/python -m bench
 
-models: venv ## Train, quantise and evaluate every model into models/ (needs TensorFlow)
+models: $(call stamp,$(TEST_EXTRAS)) ## Train, quantise and evaluate every model into models/ (needs TensorFlow)
 	$(BIN)/wearable-train all --out models
 
 eval: venv ## Evaluate on the real datasets in ../shared/datasets (not needed by make test): writes models/*_real_data.*

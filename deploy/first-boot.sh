@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Provision one board: write its names into /etc/wearable-edge/edge.toml, then restart the
-# runtime if it is running. Safe to run again (it only sets keys). install.sh puts a copy at
-# /opt/wearable-edge/first-boot.sh.
+# Provision one board: write its names (and, if asked, a new operator) into
+# /etc/wearable-edge/edge.toml, then restart the runtime if it is running. Safe to run again
+# (it only sets keys). install.sh puts a copy at /opt/wearable-edge/first-boot.sh.
 #
-#   sudo /opt/wearable-edge/first-boot.sh --node ward3-bed12 --device wrist-1 [--site ward3]
+#   sudo /opt/wearable-edge/first-boot.sh --node ward3-bed12 --device wrist-1 [--operator ward-phone]
 #
 # or from the environment, e.g. in Raspberry Pi Imager's firstrun.sh or cloud-init:
 #
@@ -12,13 +12,14 @@
 # Arguments win over the environment. Without a node name, a board still named "edge-1" (the
 # shipped default) takes its hostname.
 # Names become MQTT topic levels (wearable/<node>/<device>/...): no '/', '+' or '#'.
-# --site sets the top-level `site` key; the runtime's config must know that key (the edit is
-# validated with the runtime's own loader and nothing is written if it is rejected).
+# --operator adds an operator with a new random secret, printed once here and stored only in
+# the config (an existing name is refused: python -m deploy.provision ... --replace).
+# Every edit is validated with the runtime's own loader; nothing is written if it is rejected.
 set -euo pipefail
 
 NODE=${WEARABLE_NODE:-}
 DEVICE=${WEARABLE_DEVICE:-}
-SITE=${WEARABLE_SITE:-}
+OPERATOR=${WEARABLE_OPERATOR:-}
 CONFIG=${WEARABLE_CONFIG:-/etc/wearable-edge/edge.toml}
 PYTHON=${WEARABLE_PYTHON:-/opt/wearable-edge/venv/bin/python}
 SERVICE=wearable-edge
@@ -26,11 +27,12 @@ RESTART=1
 
 usage() {
     cat <<EOF
-usage: $0 [--node NAME] [--device NAME] [--site NAME] [--config FILE] [--no-restart]
+usage: $0 [--node NAME] [--device NAME] [--operator NAME] [--config FILE] [--no-restart]
 
   --node NAME     this board's name in topics (env WEARABLE_NODE; default: the hostname)
   --device NAME   the first wearable's name in topics (env WEARABLE_DEVICE)
-  --site NAME     where the board is, e.g. a ward (env WEARABLE_SITE)
+  --operator NAME add an operator (e.g. ward-phone) with a new secret, shown once
+                  (env WEARABLE_OPERATOR)
   --config FILE   the config to edit (env WEARABLE_CONFIG; default $CONFIG)
   --no-restart    do not restart the $SERVICE service
 EOF
@@ -40,12 +42,12 @@ die() { printf 'first-boot.sh: error: %s\n' "$*" >&2; exit 1; }
 
 while (($#)); do
     case $1 in
-        --node | --device | --site | --config)
+        --node | --device | --operator | --config)
             (($# >= 2)) || die "$1 needs a value"
             case $1 in
                 --node) NODE=$2 ;;
                 --device) DEVICE=$2 ;;
-                --site) SITE=$2 ;;
+                --operator) OPERATOR=$2 ;;
                 --config) CONFIG=$2 ;;
             esac
             shift 2
@@ -64,18 +66,22 @@ done
 
 assignments=()
 if [[ -z $NODE ]]; then
-    # Only replace the shipped default: a re-run with just --site keeps the name given earlier.
+    # Only replace the shipped default: a re-run with just --operator keeps the earlier name.
     [[ $("$PYTHON" -m deploy.provision "$CONFIG" --get node) == edge-1 ]] && NODE=$(hostname -s)
 fi
 [[ -n $NODE ]] && assignments+=("node=$NODE")
 [[ -n $DEVICE ]] && assignments+=("devices.name=$DEVICE")
-[[ -n $SITE ]] && assignments+=("site=$SITE")
 
-((${#assignments[@]})) || die "nothing to set: give --node, --device or --site"
+((${#assignments[@]})) || [[ -n $OPERATOR ]] || die "nothing to set: give --node, --device or --operator"
 
 # Validates against the runtime's own config rules; writes atomically or not at all.
-"$PYTHON" -m deploy.provision "$CONFIG" "${assignments[@]}"
-printf 'provisioned %s: %s\n' "$CONFIG" "${assignments[*]}"
+if ((${#assignments[@]})); then
+    "$PYTHON" -m deploy.provision "$CONFIG" "${assignments[@]}"
+    printf 'provisioned %s: %s\n' "$CONFIG" "${assignments[*]}"
+fi
+if [[ -n $OPERATOR ]]; then
+    "$PYTHON" -m deploy.provision "$CONFIG" --add-operator "$OPERATOR"
+fi
 
 if ((RESTART)) && [[ -d /run/systemd/system ]]; then
     # try-restart: only if it is running; a stopped service stays stopped.

@@ -50,6 +50,26 @@ while (($#)); do
     shift
 done
 
+# --- can this board run it at all? Checked before anything is installed -------------------------
+arch=$(uname -m)
+case $arch in
+    aarch64 | arm64 | x86_64) ;;
+    armv6l | armv7l | armhf)
+        die "this is a 32-bit ARM OS ($arch): the runtime's TFLite interpreter (ai-edge-litert)
+  has no wheels for it, so pip would fail. Either
+  - flash Raspberry Pi OS Lite (64-bit) (any Pi 3, 4, 5 or Zero 2 W runs it), or
+  - use the older tflite-runtime interpreter where it has a wheel for your Python (2.14:
+    Python <= 3.11, numpy < 2): pip install \".[runtime-tflite]\" into $VENV by hand.
+  docs/deploy.md, section 1." ;;
+    *) die "unsupported architecture $arch: wheels exist for aarch64 and x86_64 only" ;;
+esac
+# Matches requires-python in pyproject.toml (tomllib); Raspberry Pi OS Bookworm has 3.11.
+check_python() {
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || die "Python >= 3.11 is needed, found $("$PYTHON" --version 2>&1): use Raspberry Pi OS Bookworm or later"
+}
+if [[ -x $PYTHON ]]; then check_python; fi  # a missing python3 is installed below, then checked
+
 [[ $EUID -eq 0 ]] || die "run it as root: sudo $0"
 [[ -f $REPO/pyproject.toml && -d $REPO/edge ]] || die "$REPO does not look like a wearable-edge checkout"
 command -v apt-get >/dev/null || die "this installer needs a Debian-based OS (Raspberry Pi OS)"
@@ -66,9 +86,7 @@ if ((${#missing[@]})); then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
-# Matches requires-python in pyproject.toml (tomllib); Raspberry Pi OS Bookworm has 3.11.
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-    || die "Python >= 3.11 is needed, found $("$PYTHON" --version 2>&1): use Raspberry Pi OS Bookworm or later"
+check_python
 
 # --- service user: serial access through group dialout ---------------------------------------
 if id -u "$SERVICE_USER" >/dev/null 2>&1; then
@@ -125,6 +143,10 @@ else
     log "installing the default config as $CONFIG"
     install -m 0640 -o root -g "$SERVICE_USER" "$REPO/deploy/edge.toml" "$CONFIG"
 fi
+# Without an operator every command is refused: no acknowledge, no BP calibration. The first
+# one gets a random secret that exists only in $CONFIG and on screen, once.
+operator_note=$("$VENV/bin/python" -m deploy.provision "$CONFIG" --add-operator nurse-station --if-none) \
+    || die "could not add an operator to $CONFIG (see above)"
 
 # --- udev: /dev/wearable0 ---------------------------------------------------------------------
 install -D -m 0644 "$REPO/deploy/99-wearable.rules" /etc/udev/rules.d/99-wearable.rules
@@ -186,4 +208,8 @@ wearable-edge is installed.
   service:          systemctl status $SERVICE; journalctl -u $SERVICE -f
   operator login:   sudo mosquitto_passwd $PASSWD_FILE operator && sudo systemctl reload mosquitto
   watch messages:   mosquitto_sub -h <broker> -u operator -P <password> -t 'wearable/#' -v
+  watch the node:   $VENV/bin/wearable-edge watch --config $CONFIG
 EOF
+if [[ -n $operator_note ]]; then
+    printf '\nNew operator (write the secret down now: it is not shown again):\n%s\n' "$operator_note"
+fi

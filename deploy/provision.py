@@ -1,41 +1,176 @@
-"""Set a few keys of an installed edge.toml in place, keeping its comments and layout.
+"""Set keys of an installed edge.toml in place, keeping its comments and layout.
 
-install.sh writes the broker credentials with it and first-boot.sh the node and device names.
-The standard library reads TOML but cannot write it, and a rewrite would drop the comments
-that document the file, so this edits single `key = value` lines instead.
+install.sh writes the broker credentials and the first operator with it, first-boot.sh the
+node and device names. The standard library reads TOML but cannot write it, and a rewrite
+would drop the comments that document the file, so this edits single `key = value` lines.
 
     python -m deploy.provision /etc/wearable-edge/edge.toml node=ward3-bed12 devices.name=wrist
+    python -m deploy.provision /etc/wearable-edge/edge.toml alarms.hr_high.threshold=130
+    python -m deploy.provision /etc/wearable-edge/edge.toml --add-operator nurse-station
     python -m deploy.provision /etc/wearable-edge/edge.toml --get mqtt.password
+    python -m deploy.provision /etc/wearable-edge/edge.toml --keys
     python -m deploy.provision /etc/wearable-edge/edge.toml \
         --broker-credentials /etc/mosquitto/wearable.passwd
 
 A dotted key names a table (`mqtt.username`); `devices.<key>` is the first [[devices]] table.
-The result is validated with the runtime's own loader before it is written.
+Values are typed by the runtime's config schema (edge/config.py; `--keys` lists every key
+with its type and default): `130` becomes a float for a threshold, `true` a boolean,
+`hr,bp` a list. A table the file lacks (`[alarms.sbp_high]`) is added at its end. The result
+is validated with the runtime's own loader before it is written, atomically.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import re
 import secrets
 import sys
 import tempfile
 import tomllib
+import types
+import typing
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from deploy.broker import hash_password
+from edge.config import Config, config_from_dict
 from wire.errors import WearableError
 
 BROKER_USER = "wearable-edge"  # the runtime's user in deploy/mosquitto.acl
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-]+)\s*\]\]?\s*(#.*)?$")
 _ASSIGNMENT = re.compile(r"^\s*[A-Za-z0-9_\-]+\s*=")
+_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")  # a bare TOML key: operator names
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 class ProvisionError(WearableError):
     """A config key could not be read or set."""
+
+
+# -- the config schema (edge/config.py's dataclasses) -------------------------------------------
+
+
+def _unwrap(hint: Any) -> Any:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def key_type(dotted: str) -> Any:
+    """The type the runtime's config wants at `dotted` (float, int, bool, str, list[str]), or
+    ProvisionError naming the valid keys where the path goes wrong."""
+    hint: Any = Config
+    done: list[str] = []
+    for part in dotted.split("."):
+        hint = _unwrap(hint)
+        origin = typing.get_origin(hint)
+        if origin is list and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+            hint = typing.get_args(hint)[0]  # devices.name: the first [[devices]] table
+        if dataclasses.is_dataclass(hint):
+            fields = {f.name: f for f in dataclasses.fields(hint) if f.name != "source"}
+            if part not in fields:
+                where = ".".join(done) or "the top level"
+                raise ProvisionError(f"unknown key {dotted!r}: valid keys in {where}: "
+                                     f"{', '.join(fields)} (all of them: --keys)")
+            hint = typing.get_type_hints(hint)[part]
+        elif origin is dict:
+            if not _NAME.match(part):
+                raise ProvisionError(f"{part!r} in {dotted!r} must be letters, digits, '-' "
+                                     "or '_'")
+            hint = typing.get_args(hint)[1]
+        else:
+            raise ProvisionError(f"unknown key {dotted!r}: {'.'.join(done)} is a value, not "
+                                 "a table")
+        done.append(part)
+    hint = _unwrap(hint)
+    if dataclasses.is_dataclass(hint) or typing.get_origin(hint) is dict:
+        raise ProvisionError(f"{dotted!r} is a table: set one of its keys (see --keys)")
+    return hint
+
+
+def parse_value(dotted: str, text: str) -> Any:
+    """`text` from the command line as the value the schema wants at `dotted`."""
+    hint = key_type(dotted)
+    raw = text.strip()
+    if hint is bool:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ProvisionError(f"{dotted} must be true or false, not {text!r}")
+    if hint is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ProvisionError(f"{dotted} must be a whole number, not {text!r}") from None
+    if hint is float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ProvisionError(f"{dotted} must be a number (e.g. 130 or 7.5), not {text!r}")
+        return value
+    if typing.get_origin(hint) is list:
+        if raw.startswith("["):
+            try:
+                items = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                raise ProvisionError(f"{dotted} must be a list such as a,b or "
+                                     f'["a", "b"], not {text!r}') from None
+        else:
+            items = [item.strip() for item in raw.split(",") if item.strip()]
+        if not all(isinstance(item, str) for item in items):
+            raise ProvisionError(f"{dotted} must be a list of names, not {text!r}")
+        return items
+    return text  # a string, exactly as given
+
+
+def toml_value(value: Any) -> str:
+    """`value` as a TOML literal."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    # json.dumps gives a valid TOML basic string: same quoting and \uXXXX escapes.
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is list:
+        return "list"
+    return getattr(hint, "__name__", str(hint))
+
+
+def documented_keys() -> Iterator[tuple[str, str, Any]]:
+    """(dotted key, type name, default) for every key `provision` can set."""
+
+    def walk(cls: Any, prefix: str, instance: Any) -> Iterator[tuple[str, str, Any]]:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name == "source":
+                continue
+            key, hint = f"{prefix}{f.name}", _unwrap(hints[f.name])
+            default = getattr(instance, f.name, None) if instance is not None else None
+            item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
+            if dataclasses.is_dataclass(hint):
+                yield from walk(hint, f"{key}.", default)
+            elif item is not None and dataclasses.is_dataclass(item):
+                yield from walk(item, f"{key}.", None)  # devices.<key>: the first device
+            elif typing.get_origin(hint) is dict:
+                yield f"{key}.<name>", _type_name(typing.get_args(hint)[1]), None
+            else:
+                yield key, _type_name(hint), default
+
+    yield from walk(Config, "", Config())
 
 
 def _split(dotted: str) -> tuple[str, str]:
@@ -45,9 +180,10 @@ def _split(dotted: str) -> tuple[str, str]:
     return table, key
 
 
-def set_key(text: str, dotted: str, value: str) -> str:
-    """`text` with `dotted` set to the string `value`: its line is replaced, or a new line is
-    added after the table's last assignment. The table must exist (the root always does)."""
+def set_key(text: str, dotted: str, value: Any) -> str:
+    """`text` with `dotted` set to `value` (a str, number, bool or list): its line is
+    replaced, or a new line is added after the table's last assignment. A missing table is
+    added at the end, except a [[devices]] table (a device needs its port too)."""
     table, key = _split(dotted)
     lines = text.splitlines(keepends=True)
     # Where the wanted table's body starts and ends (the root table ends at the first header).
@@ -61,10 +197,13 @@ def set_key(text: str, dotted: str, value: str) -> str:
             break
         if match.group(1) == table:
             start = i + 1
+    new_line = f"{key} = {toml_value(value)}\n"
     if start is None:
-        raise ProvisionError(f"no [{table}] table to put {dotted!r} in")
-    # json.dumps gives a valid TOML basic string: same quoting and \uXXXX escapes.
-    new_line = f"{key} = {json.dumps(value, ensure_ascii=False)}\n"
+        if table.split(".")[0] == "devices":
+            raise ProvisionError(f"no [[devices]] table to put {dotted!r} in: add the "
+                                 "wearable's table (name and port) to the file first")
+        ending = "" if not text or text.endswith("\n") else "\n"
+        return f"{text}{ending}\n[{table}]\n{new_line}"
     this_key = re.compile(rf"^\s*{re.escape(key)}\s*=")
     after = start  # just below the header, unless the table already has assignments
     for i in range(start, end):
@@ -92,18 +231,15 @@ def get_key(text: str, dotted: str) -> object:
 
 def _validate(text: str, path: Path) -> None:
     try:
-        tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ProvisionError(f"edit would make {path} invalid TOML: {err}") from None
-    try:
-        from edge.config import config_from_dict  # the runtime's rules, where it is installed
-    except ImportError:
-        return
-    config_from_dict(tomllib.loads(text), source=path)
+    config_from_dict(data, source=path)  # the runtime's own rules
 
 
-def provision(path: Path, assignments: dict[str, str]) -> None:
-    """Apply `assignments` to the file at `path` atomically, or change nothing."""
+def provision(path: Path, assignments: dict[str, Any]) -> None:
+    """Apply `assignments` (already typed: see parse_value) to the file at `path`
+    atomically, or change nothing."""
     text = path.read_text()
     for dotted, value in assignments.items():
         text = set_key(text, dotted, value)
@@ -144,6 +280,39 @@ def ensure_broker_credentials(config: Path, password_file: Path, user: str = BRO
     return True
 
 
+def add_operator(config: Path, name: str, *, replace: bool = False) -> str:
+    """A new operator with a fresh random secret in the config's [commands.operators];
+    returns the secret, which exists nowhere else: the caller shows it once."""
+    if not _NAME.match(name):
+        raise ProvisionError(f"operator name {name!r} must be letters, digits, '-' or '_' "
+                             "(e.g. nurse-station)")
+    try:
+        operators = get_key(config.read_text(), "commands.operators")
+    except ProvisionError:
+        operators = {}
+    if isinstance(operators, dict) and name in operators and not replace:
+        raise ProvisionError(f"operator {name!r} already exists in {config}; add --replace "
+                             "to give it a new secret (the old one stops working)")
+    secret = secrets.token_urlsafe(24)  # 32 characters, 192 bits
+    provision(config, {f"commands.operators.{name}": secret})
+    return secret
+
+
+def has_operator(config: Path) -> bool:
+    try:
+        return bool(get_key(config.read_text(), "commands.operators"))
+    except ProvisionError:
+        return False
+
+
+def _print_keys() -> None:
+    rows = list(documented_keys())
+    width = max(len(key) for key, _, _ in rows)
+    for key, kind, default in rows:
+        shown = "" if default is None else f"  (default {toml_value(default)})"
+        print(f"{key:<{width}}  {kind}{shown}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m deploy.provision",
@@ -151,8 +320,18 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", type=Path, help="edge.toml to edit")
-    parser.add_argument("assignments", nargs="*", metavar="KEY=VALUE", help="string values")
+    parser.add_argument("assignments", nargs="*", metavar="KEY=VALUE",
+                        help="values typed by the config schema (--keys lists them)")
     parser.add_argument("--get", metavar="KEY", help="print one key's value and exit")
+    parser.add_argument("--keys", action="store_true",
+                        help="list every key with its type and default, and exit")
+    parser.add_argument("--add-operator", metavar="NAME",
+                        help="add an operator with a new random secret, printed once on "
+                        "stdout and stored only in this config")
+    parser.add_argument("--if-none", action="store_true",
+                        help="with --add-operator: only if the config has no operator yet")
+    parser.add_argument("--replace", action="store_true",
+                        help="with --add-operator: give an existing operator a new secret")
     parser.add_argument(
         "--broker-credentials",
         metavar="PASSWD_FILE",
@@ -161,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         "adding it to this mosquitto password file",
     )
     args = parser.parse_args(argv)
+    if args.keys:
+        _print_keys()
+        return 0
     try:
         if args.broker_credentials:
             changed = ensure_broker_credentials(args.config, args.broker_credentials)
@@ -175,14 +357,20 @@ def main(argv: list[str] | None = None) -> int:
             key, sep, value = item.partition("=")
             if not sep:
                 raise ProvisionError(f"expected KEY=VALUE, got {item!r}")
-            pairs[key.strip()] = value
-        provision(args.config, pairs)
+            pairs[key.strip()] = parse_value(key.strip(), value)
+        if pairs:
+            provision(args.config, pairs)
+        if args.add_operator and not (args.if_none and has_operator(args.config)):
+            secret = add_operator(args.config, args.add_operator, replace=args.replace)
+            print(f"operator {args.add_operator}: secret {secret}")
+            print(f"  shown only now, stored only in {args.config}: give it to the operator's "
+                  "station (e.g. `wearable-edge watch`), never by e-mail or chat")
     except OSError as err:
         print(f"provision: {args.config}: {err.strerror}", file=sys.stderr)
         return 1
     except WearableError as err:
         print(f"provision: {err}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

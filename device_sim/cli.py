@@ -21,13 +21,14 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
 from device_sim.errors import ScenarioError, SimulatorError
 from device_sim.faults import Fault, parse_fault, windows
 from device_sim.physiology import MAX_RATE_HZ, MIN_RATE_HZ, Recording, simulate
+from device_sim.progress import Progress
 from device_sim.recordings import as_recording
 from device_sim.scenarios import CHANNELS, SCENARIOS, get_scenario, load_scenario
 from device_sim.stream import stream
@@ -136,7 +137,11 @@ def _output_options() -> argparse.ArgumentParser:
                         "pause while it is gone (default: wait)")
     common.add_argument("--baudrate", type=int, default=115200,
                         help="with --port (default: 115200)")
-    common.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    common.add_argument("--progress", type=_non_negative, default=10.0, metavar="S",
+                        help="a progress line on stderr every S seconds: device time sent, "
+                        "speed, a pty still waiting for its reader (default: 10; 0: none)")
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="also log each device's start, end and pty events to stderr")
     return common
 
 
@@ -256,6 +261,9 @@ def _recordings(args: argparse.Namespace) -> list[Recording]:
         scenario = get_scenario(args.scenario)
     if args.duration is not None:
         scenario = scenario.with_duration(args.duration)
+    if args.progress > 0 and scenario.duration_s >= 3600:  # a long day takes a while to compute
+        print(f"{PROG}: simulating {scenario.duration_s / 3600:.3g} h of {scenario.name!r} "
+              f"for {args.devices} device(s)", file=sys.stderr, flush=True)
     # Device i gets seed + i: the same people every run, but different from one another.
     recordings = [simulate(scenario, args.seed + i, ppg_rate=args.ppg_rate,
                            acc_rate=args.acc_rate, noise=args.noise, ecg_rate=args.ecg_rate,
@@ -291,11 +299,15 @@ def _run(args: argparse.Namespace) -> int:
         writers.append(_open_writer(args, link))
     stop = threading.Event()
     failures: list[str] = []
+    progress = Progress(sys.stderr, PROG, args.progress)
+    tracked = [progress.add(args.device_id + i, float(rec.duration_s), _waiting(writer))
+               for i, (rec, writer) in enumerate(zip(recordings, writers, strict=True))]
 
     def play(rec: Recording, device_id: int, writer: Writer) -> None:
         finished = False
+        track = tracked[device_id - args.device_id]
         try:
-            stats = writer.play(stream(rec, device_id), speed, stop=stop,
+            stats = writer.play(track.track(stream(rec, device_id)), speed, stop=stop,
                                 hangups=windows(rec.faults, "disconnect"))
             finished = not stats.stopped
             log.info("device %d: sent %d frames, %d bytes, %.1f s of device time", device_id,
@@ -303,10 +315,26 @@ def _run(args: argparse.Namespace) -> int:
         except WearableError as err:  # the output failed mid-stream: not a usage error
             failures.append(str(err))
         finally:
+            track.done = True
             writer.close(drain=finished)
 
     jobs = [(rec, args.device_id + i, w)
             for i, (rec, w) in enumerate(zip(recordings, writers, strict=True))]
+    with progress:
+        _play_all(play, jobs, stop)
+    for message in failures:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _waiting(writer: Writer) -> Callable[[], str | None] | None:
+    if not isinstance(writer, PtyWriter):
+        return None
+    return lambda: f"a reader on {writer.path}" if writer.awaiting_reader() else None
+
+
+def _play_all(play: Callable[[Recording, int, Writer], None],
+              jobs: list[tuple[Recording, int, Writer]], stop: threading.Event) -> None:
     if len(jobs) == 1:
         play(*jobs[0])
     else:
@@ -322,9 +350,6 @@ def _run(args: argparse.Namespace) -> int:
             stop.set()  # a signal: let every device stop and close its pty
             for thread in threads:
                 thread.join(5)
-    for message in failures:
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 1 if failures else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

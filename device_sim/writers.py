@@ -197,6 +197,19 @@ class PtyWriter(Writer):
     def reader_present(self) -> bool:
         return not any(ev & select.POLLHUP for _, ev in self._hup.poll(0))
 
+    def awaiting_reader(self) -> bool:
+        """From any thread (a poll object must not be shared): is the pty open, meant to
+        wait for its reader, and has none?"""
+        master = self._master
+        if master is None or not self.wait_for_reader:
+            return False
+        probe = select.poll()
+        try:
+            probe.register(master, 0)
+            return any(ev & select.POLLHUP for _, ev in probe.poll(0))
+        except (OSError, ValueError):  # closed meanwhile (a disconnect fault)
+            return False
+
     def _wait_ready(self) -> None:
         if self.wait_for_reader:
             self._await_reader()

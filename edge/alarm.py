@@ -17,8 +17,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from edge.bundle import rule_output
 from edge.config import (
     AlarmsConfig,
     StaleDataAlarmConfig,
@@ -50,6 +53,32 @@ class AlarmEvent:
 
 
 @dataclass(frozen=True)
+class Observation:
+    """A technical fact about a device, not a vital: the age of its data (DATA_AGE, CGM_AGE)
+    or the runtime's health (RUNTIME, FAULTS). Technical rules watch these; they are never
+    published as vitals."""
+
+    device: str
+    kind: str  # one of OBSERVATIONS
+    value: float
+    quality: str  # GOOD, or the state that is the condition (e.g. FAULT)
+    device_time_s: float  # on the device's session timeline
+    unit: str = "s"
+
+    @property
+    def vital(self) -> str:  # what a rule matches on, as for an Estimate
+        return self.kind
+
+    @property
+    def motion_g(self) -> None:
+        return None
+
+    @property
+    def details(self) -> Mapping[str, float | None]:
+        return {}
+
+
+@dataclass(frozen=True)
 class _Rule:
     """One alarm condition. A threshold rule compares a field of an estimate with its limit;
     a quality rule (technical) fires on the estimate's quality being one of `bad`."""
@@ -63,30 +92,30 @@ class _Rule:
     field: str = ""  # threshold rules: "" for the estimate's value, else a key of its details
     bad: frozenset[str] = frozenset()  # quality rules: the qualities that are the condition
 
-    def reading(self, e: Estimate) -> float | None:
+    def reading(self, e: Estimate | Observation) -> float | None:
         return e.details.get(self.field) if self.field else e.value
 
-    def unit(self, e: Estimate) -> str:
+    def unit(self, e: Estimate | Observation) -> str:
         return "mg/dL/min" if self.field.startswith("trend") else e.unit
 
     def limit(self, moving: bool = False) -> float:
         c = self.config
         return c.moving_threshold if moving and c.moving_threshold else c.threshold
 
-    def crossed(self, e: Estimate, moving: bool = False) -> bool:
+    def crossed(self, e: Estimate | Observation, moving: bool = False) -> bool:
         if self.bad:
             return e.quality in self.bad
         limit, v = self.limit(moving), self.reading(e)
         return v is not None and (v > limit if self.above else v <= limit)
 
-    def recovered(self, e: Estimate, moving: bool = False) -> bool:
+    def recovered(self, e: Estimate | Observation, moving: bool = False) -> bool:
         if self.bad:  # any other quality (an uncalibrated BP, a PPG under motion) but a
             # sensor fault, which says nothing about motion either
             return e.quality not in self.bad and e.quality != SENSOR
         limit, v, h = self.limit(moving), self.reading(e), self.config.hysteresis
         return v is not None and (v <= limit - h if self.above else v >= limit + h)
 
-    def describe(self, e: Estimate, moving: bool = False) -> str:
+    def describe(self, e: Estimate | Observation, moving: bool = False) -> str:
         if self.bad:
             return self.label
         v = self.reading(e)
@@ -105,7 +134,7 @@ def _stale(config: StaleDataAlarmConfig) -> ThresholdAlarmConfig:
 
 
 def _rules(c: AlarmsConfig) -> list[_Rule]:
-    trend, soon = "trend_mg_dl_per_min", "glucose_20min"
+    trend, soon = "trend_mg_dl_per_min", rule_output("glucose_forecast", "forecast_20min")
     technical = "technical"
     rules = [
         _Rule("hr_high", "heart_rate", "Heart rate high", c.hr_high),
@@ -138,13 +167,22 @@ def _rules(c: AlarmsConfig) -> list[_Rule]:
         _Rule("model_error", RUNTIME, "Model reload failed: the previous model keeps running",
               TechnicalAlarmConfig(delay_s=0.0, clear_delay_s=0.0), technical,
               bad=frozenset({RELOAD_FAILED})),
+        # A bug or a bad value on the device's path: that frame (or window) was skipped and
+        # monitoring goes on; the log has the traceback. Clears after a minute without one.
+        _Rule("runtime_error", FAULTS, "Runtime fault on this device: data was skipped (the "
+              "log has the details); monitoring goes on",
+              TechnicalAlarmConfig("high", delay_s=0.0, clear_delay_s=RUNTIME_CLEAR_S),
+              technical, bad=frozenset({FAULT})),
     ]
     return [rule for rule in rules if rule.config.enabled]
 
 
 # Observations that are not vitals: the age of a data source, the runtime's own health.
 CGM_AGE, DATA_AGE, RUNTIME = "cgm_age_s", "data_age_s", "runtime"
-RELOAD_FAILED = "reload_failed"
+FAULTS = "faults"  # a fault caught at the device boundary (FAULT), or a clean frame (GOOD)
+OBSERVATIONS = (CGM_AGE, DATA_AGE, RUNTIME, FAULTS)
+RELOAD_FAILED, FAULT = "reload_failed", "fault"
+RUNTIME_CLEAR_S = 60.0
 CONDITIONS = tuple(rule.condition for rule in _rules(AlarmsConfig()))
 
 
@@ -160,11 +198,11 @@ class Alarm:
         self.acknowledged = False
         self.silenced_until = -1.0
         self.last_alert_s = 0.0
-        self.last: Estimate | None = None  # the newest estimate seen
+        self.last: Estimate | Observation | None = None  # the newest estimate seen
         self.last_moving_s = -math.inf  # device time the wearer was last seen moving
         self.moving = False
 
-    def update(self, estimate: Estimate) -> AlarmEvent | None:
+    def update(self, estimate: Estimate | Observation) -> AlarmEvent | None:
         t, c = estimate.device_time_s, self.rule.config
         self.last = estimate
         if estimate.motion_g is not None and estimate.motion_g >= MotionArtefactGate.MOTION_G:
@@ -204,7 +242,15 @@ class Alarm:
             if self.rule.kind == "physiological" else "")
         return self.end("cleared", ended)
 
-    def _reminder(self, estimate: Estimate) -> AlarmEvent | None:
+    def record(self) -> dict[str, Any]:
+        value = self.rule.reading(self.last) if self.last is not None else None
+        return {"alarm_id": self.active_id, "condition": self.rule.condition,
+                "priority": self.rule.config.priority, "kind": self.rule.kind,
+                "value": value if value is None or math.isfinite(value) else None,
+                "unit": self.rule.unit(self.last) if self.last is not None else "",
+                "acknowledged": self.acknowledged, "latched": self.condition_over}
+
+    def _reminder(self, estimate: Estimate | Observation) -> AlarmEvent | None:
         t = estimate.device_time_s
         if (self.rule.config.priority != "high" or self.acknowledged or self.realert_s <= 0
                 or t < self.silenced_until or t - self.last_alert_s < self.realert_s):
@@ -234,7 +280,7 @@ class Alarm:
         self.silenced_until = -1.0
         return event
 
-    def _event(self, kind: str, estimate: Estimate, message: str = "",
+    def _event(self, kind: str, estimate: Estimate | Observation, message: str = "",
                operator: str = "") -> AlarmEvent:
         rule, c = self.rule, self.rule.config
         measured = not rule.bad
@@ -244,6 +290,15 @@ class Alarm:
             rule.limit(self.moving) if measured else None, rule.unit(estimate),
             message or rule.describe(estimate, self.moving), estimate.device_time_s,
             self.onset_s if self.onset_s is not None else estimate.device_time_s, operator)
+
+
+def cleared_on_restart(device: str, rec: dict[str, Any], why: str,
+                       time_s: float) -> AlarmEvent:
+    """The last event of an alarm that was active when the runtime stopped and does not go on
+    after the restart, with the reason."""
+    return AlarmEvent(rec["alarm_id"], device, rec["condition"], "cleared", rec["priority"],
+                      rec["kind"], None, None, rec["unit"],
+                      f"{rec['condition']} cleared: {why}", time_s, time_s)
 
 
 class AlarmEngine:
@@ -256,7 +311,7 @@ class AlarmEngine:
         self._realert_s = config.realert_s
         self._alarms: dict[tuple[str, str], Alarm] = {}
 
-    def update(self, estimate: Estimate) -> list[AlarmEvent]:
+    def update(self, estimate: Estimate | Observation) -> list[AlarmEvent]:
         events = []
         for rule in self._rules:
             if rule.vital != estimate.vital or (not rule.bad and estimate.quality != GOOD):
@@ -301,6 +356,43 @@ class AlarmEngine:
                                                    "configuration reload"))
             del self._alarms[key]
         return events
+
+    def snapshot(self, device: str) -> list[dict[str, Any]]:
+        """The device's active alarms, as edge.alarmstate keeps them across a restart."""
+        return [alarm.record() for (d, _), alarm in list(self._alarms.items())
+                if d == device and alarm.active_id is not None]
+
+    def restore(self, device: str, records: list[dict[str, Any]],
+                time_s: float = 0.0) -> list[AlarmEvent]:
+        """Alarms that were active when the runtime stopped: carried on (the data that comes
+        clears them as usual; a high-priority one is re-announced by the next estimate past
+        its limit) or cleared with the reason. A technical alarm about the previous process
+        (runtime_error, model_error) ends with it; one whose rule is now disabled ends."""
+        rules = {rule.condition: rule for rule in self._rules}
+        events = []
+        for rec in records:
+            rule = rules.get(rec["condition"])
+            if rule is None or rule.vital in (RUNTIME, FAULTS):
+                why = ("the runtime restarted" if rule is not None else
+                       "its rule is disabled in the configuration the runtime restarted with")
+                events.append(cleared_on_restart(device, rec, why, time_s))
+                continue
+            alarm = self._alarms[(device, rule.condition)] = Alarm(device, rule, self._realert_s)
+            alarm.active_id, alarm.acknowledged = rec["alarm_id"], rec["acknowledged"]
+            alarm.condition_over = rec["latched"]
+            alarm.last_alert_s = -math.inf
+            value = rec["value"]
+            if rule.vital in OBSERVATIONS:
+                alarm.last = Observation(device, rule.vital, value or 0.0, GOOD, time_s)
+            else:  # what the alarm last said, for the text of its next event
+                alarm.last = Estimate(device, rule.vital, value if not rule.field else math.nan,
+                                      rec["unit"], GOOD, None, time_s, "restored",
+                                      {rule.field: value} if rule.field else {})
+        return events
+
+    def is_active(self, device: str, condition: str) -> bool:
+        alarm = self._alarms.get((device, condition))
+        return alarm is not None and alarm.active_id is not None
 
     def active(self) -> list[tuple[str, str]]:
         # Called for the status topic from other threads while the reader thread may add a

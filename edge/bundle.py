@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,17 @@ from edge.features import FEATURES
 
 BUNDLE_FORMAT = "wearable-model-bundle/1"
 OUTPUT_KINDS = ("affine", "expectation")
+# Model outputs that alarm rules read, by task and meaning: a bundle of that task must declare
+# each in output_params["names"] (checked at load, so a retrained model that renames or drops
+# one is refused instead of silently disabling its alarm), and rules look them up here.
+RULE_OUTPUTS: dict[str, dict[str, str]] = {
+    "glucose_forecast": {"forecast_20min": "glucose_20min"},  # glucose_urgent_low_soon
+}
+
+
+def rule_output(task: str, meaning: str) -> str:
+    """The output name an alarm rule reads (RULE_OUTPUTS)."""
+    return RULE_OUTPUTS[task][meaning]
 
 
 @dataclass(frozen=True)
@@ -149,7 +161,24 @@ def manifest_from_dict(data: dict[str, Any], source: str = "manifest") -> Manife
     if manifest.output_kind not in OUTPUT_KINDS:
         raise ModelError(f"{source}: unknown output kind {manifest.output_kind!r}; "
                          f"valid: {', '.join(OUTPUT_KINDS)}")
+    _check_outputs(manifest, source)
     return manifest
+
+
+def _check_outputs(manifest: Manifest, source: str) -> None:
+    names = manifest.output_params.get("names") or [manifest.task]
+    size = 2 if manifest.output_kind == "expectation" else math.prod(manifest.output.shape)
+    if "names" in manifest.output_params and (
+            not isinstance(names, list) or len(names) != size
+            or not all(isinstance(n, str) for n in names)):
+        raise ModelError(f"{source}: output_params.names {names!r} does not name the model's "
+                         f"{size} output(s); re-export the bundle")
+    missing = [n for n in RULE_OUTPUTS.get(manifest.task, {}).values() if n not in names]
+    if missing:
+        raise ModelError(f"{source}: a {manifest.task} model must declare the output(s) "
+                         f"{', '.join(missing)} in output_params.names (an alarm rule reads "
+                         f"them; it declares {', '.join(map(str, names))}); re-export or "
+                         "retrain the bundle with this version of wearable-train")
 
 
 def load_manifest(path: Path) -> Manifest:

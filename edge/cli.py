@@ -19,6 +19,8 @@ EPILOG = """examples:
   wearable-edge check --config edge.toml
   wearable-edge replay recording.bin --models models --out events.jsonl
   wearable-edge replay walk.csv --out -        (or a PhysioNet WFDB record: rec01.hea)
+  wearable-edge watch --config /etc/wearable-edge/edge.toml
+  wearable-edge watch --host broker.ward3 --port 1883 --username nurse --password ...
 docs: docs/configuration.md, docs/mqtt.md, docs/replay.md"""
 
 
@@ -47,6 +49,23 @@ def _parser() -> argparse.ArgumentParser:
                      "does; the summary lists what each reading did")
     rep.add_argument("--out", default="-", help="JSON Lines output file, '-' for stdout "
                                                 "(default), or 'none'")
+    wat = sub.add_parser("watch", help="live terminal view of a node's devices, vitals and "
+                         "alarms; acknowledge / silence keys")
+    wat.add_argument("--config", type=Path, help="TOML config: broker, node and operators")
+    wat.add_argument("--host", help="broker host (default: the config's, else 127.0.0.1)")
+    wat.add_argument("--port", type=int, help="broker port (default: the config's, else 1883)")
+    wat.add_argument("--username", help="broker login (default: the config's)")
+    wat.add_argument("--password", help="broker password (default: the config's)")
+    wat.add_argument("--node", help="the node to watch (default: the config's; without a "
+                                    "config every node on the broker)")
+    wat.add_argument("--operator", help="send commands as this operator (default: the first "
+                                        "in the config's [commands.operators])")
+    wat.add_argument("--secret", help="that operator's secret (default: from the config)")
+    wat.add_argument("--silence-min", type=float, default=5.0,
+                     help="minutes the s key silences an alarm for (default: 5)")
+    wat.add_argument("--plain", action="store_true",
+                     help="plain lines, one per event (the default when stdout is not a "
+                          "terminal)")
     return parser
 
 
@@ -103,7 +122,7 @@ def check_state_and_tls(config: Config) -> None:
     for key, value in (("mqtt.outbox", config.mqtt.outbox),
                        ("calibration_file", config.calibration_file),
                        ("commands.id_file", config.commands.id_file)):
-        private_dir(config.path(value).parent, key)
+        private_dir(config.state_path(value).parent, key)
     if config.mqtt.tls:
         tls_context(config.mqtt, config.path)
 
@@ -152,9 +171,23 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from edge.watch import watch
+
+    config = load_config(args.config) if args.config else None
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port} must be a TCP port, 1-65535")
+    if not 0 < args.silence_min <= 60:
+        raise ConfigError(f"--silence-min {args.silence_min:g} must be in (0, 60] minutes")
+    plain = args.plain or not sys.stdout.isatty()
+    return watch(config, args.host, args.port, args.username, args.password, args.operator,
+                 args.secret, args.node, args.silence_min, plain)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command = {"run": _cmd_run, "check": _cmd_check, "replay": _cmd_replay}[args.command]
+    command = {"run": _cmd_run, "check": _cmd_check, "replay": _cmd_replay,
+               "watch": _cmd_watch}[args.command]
     try:
         return command(args)
     except ConfigError as err:

@@ -32,6 +32,7 @@ class MqttConfig:
     connect_timeout_s: float = 5.0
     status_interval_s: float = 30.0
     # Alarms are written here before they are published and removed when the broker acks.
+    # Relative: inside `state_dir`.
     outbox: str = "outbox.sqlite"
     # While the broker is away, reconnect attempts back off from 1 s up to this: a short cap
     # delivers the queued alarms within seconds of the broker's return.
@@ -246,6 +247,20 @@ class CommandsConfig:
 
 
 @dataclass(frozen=True)
+class HomeAssistantConfig:
+    """Home Assistant MQTT discovery (docs/mqtt.md): sensors and alarm binary sensors per
+    device appear in Home Assistant by themselves. Off unless enabled."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"  # Home Assistant's default
+
+    def check(self, key: str) -> None:
+        _require(bool(self.discovery_prefix) and not set("#+") & set(self.discovery_prefix),
+                 f"{key}.discovery_prefix", "must be a non-empty topic without wildcards "
+                 "(Home Assistant's default: homeassistant)")
+
+
+@dataclass(frozen=True)
 class Config:
     node: str = "edge-1"  # this gateway's name in topics
     models_dir: str = "models"
@@ -258,7 +273,12 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     commands: CommandsConfig = field(default_factory=CommandsConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    # Where the runtime keeps what it writes (outbox, calibrations); relative to the config
+    # file's folder. A board uses /var/lib/wearable-edge (the unit's only writable place).
+    state_dir: str = "state"
     # Per-device BP calibrations (cuff readings sent over MQTT), kept across restarts.
+    # Relative: inside `state_dir`.
     calibration_file: str = "calibration.json"
     # A wearable's own cuff readings (BP_CUFF frames) calibrate its blood pressure like an
     # operator's calibrate command. Off: only operators calibrate (a cuff on the wearable may
@@ -272,6 +292,8 @@ class Config:
         _require(self.log_level in ("debug", "info", "warning", "error"), "log_level",
                  "must be one of debug, info, warning, error")
         _require(self.log_format in ("text", "json"), "log_format", "must be text or json")
+        _require(bool(self.state_dir), "state_dir",
+                 "must name a folder (e.g. /var/lib/wearable-edge)")
         _require(self.interpreter in ("", "ai_edge_litert", "tflite_runtime", "tensorflow"),
                  "interpreter", "must be empty, ai_edge_litert, tflite_runtime or tensorflow")
         names = [d.name for d in self.devices]
@@ -286,11 +308,17 @@ class Config:
             _require(not value or self.path(value).is_file(), f"mqtt.{name}",
                      f"file {value and self.path(value)} does not exist; give the path of the "
                      f"PEM file ({_TLS_FILES[name]})")
+        self.homeassistant.check("homeassistant")
 
     def path(self, value: str) -> Path:
         """A path option, relative to the config file's folder."""
         p = Path(value).expanduser()
         return p if p.is_absolute() or self.source is None else self.source.parent / p
+
+    def state_path(self, value: str) -> Path:
+        """A runtime state file (outbox, calibrations), relative to `state_dir`."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.path(self.state_dir) / p
 
 
 _TLS_FILES = {"ca_file": "the CA certificate that signed the broker's certificate",

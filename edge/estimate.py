@@ -54,6 +54,13 @@ class Estimate:
 # the track holds a sample to stay on the device clock, and the window stays good.
 CLOCK_JITTER_S = 0.02
 _SEQ_MOD = 1 << 32  # the wire's seq is a u32
+# A timestamp further ahead of the samples received than this, or behind them by more than
+# CLOCK_BACK_S, is the device clock restarting (a glitch, a reboot without BOOT): the track
+# starts afresh instead of holding a value over the gap (2^63 us ahead would ask for
+# petabytes). Windows across such a gap would be bad anyway.
+MAX_HOLD_S = 120.0
+CLOCK_BACK_S = 5.0
+_ABSENT_CHECK_FRAMES = 64  # frames a secondary channel buffers before _bound looks at it
 
 
 # A flat line is this many identical samples in a row (one 64 Hz frame, as before slower
@@ -89,6 +96,7 @@ class ChannelTrack:
         self.reset()
 
     def reset(self) -> None:
+        self.epochs = getattr(self, "epochs", -1) + 1  # restarts so far (the runner realigns)
         self.conditioner: Conditioner | None = None
         self.next_k = 0  # next expected sample index at the sensor rate
         self.start = 0  # model-rate index of values[0]
@@ -113,7 +121,8 @@ class ChannelTrack:
         raw = frame.values
         rate = frame.sample_rate_hz
         k = round(frame.timestamp_us * rate / 1e6)
-        if self.conditioner is None or rate != self.sensor_rate:
+        if (self.conditioner is None or rate != self.sensor_rate
+                or raw.shape[1] != self.values.shape[1]):
             self.reset()
             self.sensor_rate = rate
             try:
@@ -127,6 +136,9 @@ class ChannelTrack:
             self.start = self.conditioner.align(k)
             self.next_k = self._held_start = k
             self.values = np.zeros((0, raw.shape[1]))
+        elif not -CLOCK_BACK_S * rate <= k - self.next_k <= MAX_HOLD_S * rate:
+            self.reset()  # the clock jumped: a new epoch for this channel
+            return self.add(frame)
         bad = bool(int(frame.flags) & _BAD_BITS) or self._flat_for_long(frame.samples)
         if k > self.next_k:  # samples missing before this frame: hold the last value
             hold = self._last_raw if self._last_raw is not None else raw[:1]
@@ -206,17 +218,35 @@ class ModelRunner:
                                        m.filter_order, m.min_sensor_rate_hz)
                        for c in self.channels}
         self.next_end = self.size
+        self.fault: Exception | None = None  # a window that raised (skipped), for add's caller
 
     def add(self, frame: Frame) -> list[Estimate]:
         track = self.tracks.get(frame.channel)
         if track is None:
             return []
+        epochs = track.epochs
         if int(frame.flags) & _BOOT_BITS:  # the device restarted: its clock starts again at 0
             track.reset()
-            if frame.channel == self.primary:
-                self.next_end = self.size
         track.add(frame)
+        if track.epochs != epochs and frame.channel == self.primary:
+            self.next_end = self.size  # a new epoch of the pacing channel: windows restart
+        elif frame.channel != self.primary and len(track._raw) >= _ABSENT_CHECK_FRAMES:
+            self._bound(track)
         return self._ready_windows()
+
+    def _bound(self, track: ChannelTrack) -> None:
+        """Without the pacing channel (a BP model on a wearable with no ECG) no window
+        comes to discard the other channels' data: keep only their last window's worth, or
+        memory grows with every frame (4.3 MB per device-hour for a PPG-only wearable)."""
+        if self.tracks[self.primary].last_time_s < track.last_time_s - CHANNEL_ABSENT_S:
+            track._condition()
+            track.discard_before(track.end - self.size)
+
+    def reset(self) -> None:
+        """Drop every buffer (after a fault part-way through a frame): a fresh start."""
+        for track in self.tracks.values():
+            track.reset()
+        self.next_end = self.size
 
     def _ready_windows(self) -> list[Estimate]:
         primary = self.tracks[self.primary]
@@ -234,7 +264,10 @@ class ModelRunner:
                 if windows[channel] is None and track.last_time_s > end_s - CHANNEL_ABSENT_S:
                     return self._discard(estimates)  # its data is still on the way
             if all(w is not None for c, w in windows.items() if c != Channel.ACCEL):
-                estimates += self._estimate(windows, end_s)
+                try:
+                    estimates += self._estimate(windows, end_s)
+                except Exception as err:  # a bug must not stall the windows
+                    self.fault = self.fault or err  # DeviceEstimator reports it
             self.next_end += self.hop
         return self._discard(estimates)
 
@@ -603,17 +636,34 @@ class DeviceEstimator:
     def blood_pressure(self) -> BloodPressureRunner | None:
         return next((r for r in self.runners if isinstance(r, BloodPressureRunner)), None)
 
-    def add(self, frame: Frame) -> tuple[list[Estimate], list[StreamError]]:
-        """The estimates a frame completes, and why a model could not take it. One model's
-        problem (a PPG too slow for the BP model) never costs another model the frame."""
+    def add(self, frame: Frame) -> tuple[list[Estimate], list[Exception]]:
+        """The estimates a frame completes, and why a model could not take it: a StreamError
+        (a PPG too slow for the BP model), or any other exception, a fault (a bug, a bad
+        value), after which that model starts afresh. One model's problem never costs another
+        model the frame."""
         if frame.channel == Channel.CGM:
-            return self.glucose.add(frame), []
-        estimates, problems = [], []
+            readings = self.glucose.readings
+            if readings and frame.timestamp_us / 1e6 < readings[-1][0] - CLOCK_BACK_S:
+                readings.clear()  # the device clock restarted without BOOT: a new history
+            try:
+                return self.glucose.add(frame), []
+            except Exception as err:  # reported as a fault by the pipeline
+                # The reading alone still alarms (urgent low needs no model): publish it
+                # without trend or forecast rather than lose it.
+                return GlucoseRunner(self.device, None).add(frame), [err]
+        estimates: list[Estimate] = []
+        problems: list[Exception] = []
         for runner in self.runners:
             try:
                 estimates += runner.add(frame)
             except StreamError as err:
                 problems.append(err)
+            except Exception as err:  # reported as a fault by the pipeline
+                runner.reset()
+                problems.append(err)
+            if runner.fault is not None:
+                problems.append(runner.fault)
+                runner.fault = None
         return estimates, problems
 
 

@@ -41,9 +41,15 @@ class PortReader(threading.Thread):
         super().__init__(name=f"ingest-{device.name}", daemon=True)
         self.device, self.pipeline, self.publish, self._stop_event = (
             device, pipeline, publish, stop)
-        self.port: serial.SerialBase | None = open_port(device)
         self.reconnects = 0
         self.last_data = time.monotonic()
+        # A wearable not plugged in at start is waited for like one unplugged later: the
+        # other devices run, this one shows connected: false and raises no_data meanwhile.
+        self.port: serial.SerialBase | None = None
+        try:
+            self.port = open_port(device)
+        except SerialPortError as err:
+            log.warning("%s; waiting for it (no_data is raised meanwhile)", err)
 
     @property
     def connected(self) -> bool:
@@ -51,21 +57,27 @@ class PortReader(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            if self.port is None:
-                self._reconnect()
-                continue
             try:
-                data = self.port.read(max(1, self.port.in_waiting))
-            except (serial.SerialException, OSError) as err:
-                log.warning("device %s: serial port lost (%s); reconnecting",
-                            self.device.name, err)
-                self._close()
-                continue
-            if data:
-                self.last_data = time.monotonic()
-                for message in self.pipeline.feed(data):
-                    self.publish(message)
+                self._step()
+            except Exception:  # a bug here must not end this device's monitoring
+                log.exception("device %s: reader fault; reading on", self.device.name)
+                self._stop_event.wait(RECONNECT_S)  # no busy loop if it repeats
         self._close()
+
+    def _step(self) -> None:
+        if self.port is None:
+            self._reconnect()
+            return
+        try:
+            data = self.port.read(max(1, self.port.in_waiting))
+        except (serial.SerialException, OSError) as err:
+            log.warning("device %s: serial port lost (%s); reconnecting", self.device.name, err)
+            self._close()
+            return
+        if data:
+            self.last_data = time.monotonic()
+            for message in self.pipeline.feed(data):
+                self.publish(message)
 
     def _reconnect(self) -> None:
         if self._stop_event.wait(RECONNECT_S):

@@ -16,7 +16,7 @@ import sqlite3
 import ssl
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,11 @@ class Publisher:
         self._refused: str | None = None
         self._closed_early: str | None = None  # the link dropped before any CONNACK
         self.state = "connecting"  # or connected, unreachable, refused (status, logs)
+        # Hooks (edge/homeassistant.py): `observers` see every published message and return
+        # more to publish (retained present state); `on_connect` ones give messages to
+        # publish after every (re)connect (retained state, discovery configs).
+        self.observers: list[Callable[[Message], Iterable[Message]]] = []
+        self.on_connect: list[Callable[[], Iterable[Message]]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -220,6 +225,12 @@ class Publisher:
     # -- publishing --------------------------------------------------------------------
 
     def publish(self, message: Message) -> None:
+        self._publish(message)
+        for observe in self.observers:
+            for extra in observe(message):
+                self._publish(extra)
+
+    def _publish(self, message: Message) -> None:
         payload = json.dumps(message.payload, separators=(",", ":")).encode()
         if not message.durable:
             if self._connected.is_set():
@@ -292,6 +303,9 @@ class Publisher:
         self._resend.set()
         client.subscribe(self.topics.commands, qos=1)
         self.publish_status(self.status("online"))
+        for hook in self.on_connect:
+            for message in hook():
+                self._publish(message)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was_connected = self._connected.is_set()

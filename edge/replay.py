@@ -78,6 +78,9 @@ def replay(config: Config, models: list[Model], recording: Path, out: TextIO | N
     summary.device_seconds = pipeline.last_device_time_s
     summary.frames = pipeline.decoder.stats.as_dict()
     summary.notes += list(pipeline.cuff_events)
+    if pipeline.faults:  # each one skipped its frame or window and raised runtime_error
+        summary.notes.append(f"{pipeline.faults} runtime fault(s) caught and skipped, "
+                             "replay went on (runtime_error alarm; see the log above)")
     if summary.frames["frames_ok"] == 0:
         raise rec.RecordingError(
             f"recording {recording} holds no valid wire-protocol frames and is not a CSV file "

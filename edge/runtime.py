@@ -11,10 +11,13 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from edge.alarm import cleared_on_restart
+from edge.alarmstate import AlarmStateStore
 from edge.calibration import CalibrationStore
 from edge.commands import CommandLog, parse_command, reply_payload
 from edge.config import Config, load_config
 from edge.errors import CommandError, WearableError
+from edge.homeassistant import PresentState, discovery_messages
 from edge.infer import Model, load_model
 from edge.ingest import PortReader
 from edge.messages import Message, Topics, status_payload, utc_now
@@ -25,6 +28,7 @@ from edge.state import private_dir
 log = logging.getLogger(__name__)
 TICK_S = 0.1
 COMMANDS_PER_TICK = 20
+ACTIVE_ALARMS_FILE = "active-alarms.json"
 
 
 def package_version() -> str:
@@ -51,21 +55,36 @@ class Runtime:
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.reload_error: str | None = None
-        self.outbox = Outbox(config.path(config.mqtt.outbox))
+        self.outbox = Outbox(config.state_path(config.mqtt.outbox))
         self.publisher = Publisher(config.mqtt, self.topics, self.outbox, self.status,
                                    resolve=config.path)
-        private_dir(config.path(config.calibration_file).parent, "calibration_file")
-        self.calibrations = CalibrationStore(config.path(config.calibration_file))
-        id_file = config.path(config.commands.id_file)
+        self.present = PresentState(self.topics, [d.name for d in config.devices])
+        self.publisher.observers.append(self.present.observe)
+        self.publisher.on_connect.append(self._retained_on_connect)
+        calibration_file = config.state_path(config.calibration_file)
+        private_dir(calibration_file.parent, "calibration_file")
+        self.calibrations = CalibrationStore(calibration_file)
+        id_file = config.state_path(config.commands.id_file)
         private_dir(id_file.parent, "commands.id_file")
         self.command_log = CommandLog(id_file)
+        # Beside the calibrations: the state directory on a board.
+        self.alarm_store = AlarmStateStore(calibration_file.with_name(ACTIVE_ALARMS_FILE))
         self.readers = [
             PortReader(device, DevicePipeline(device.name, self.models, config.alarms,
                                               self.topics, calibrations=self.calibrations,
+                                              alarm_store=self.alarm_store,
                                               cuff_calibration=config.bp_cuff_calibration),
                        self.publisher.publish, self.stop_event)
             for device in config.devices
         ]
+
+    def _retained_on_connect(self) -> list[Message]:
+        """After every (re)connect: Home Assistant's discovery configs (if enabled) and the
+        present state, replacing whatever an earlier run left retained."""
+        ha = self.config.homeassistant
+        discovery = discovery_messages(self.topics, [d.name for d in self.config.devices], ha,
+                                       package_version()) if ha.enabled else []
+        return discovery + self.present.snapshot()
 
     def status(self, state: str) -> dict[str, Any]:
         devices = {}
@@ -79,6 +98,8 @@ class Runtime:
                 "frames": pipeline.decoder.stats.as_dict() | {
                     "rejected": pipeline.rejected_frames},
                 "problems": sorted(pipeline.problems),
+                "faults": pipeline.faults,
+                "clock_epochs": pipeline.timeline.epochs,
                 "active_alarms": [c for _, c in pipeline.alarms.active()],
                 "bp_calibrated": None if pipeline.estimator.blood_pressure is None
                 else pipeline.estimator.blood_pressure.calibration is not None,
@@ -169,9 +190,28 @@ class Runtime:
             log.exception("device %s: the reply to command %s could not be sent", device,
                           command_id)
 
+    def _restored_alarms(self) -> None:
+        """Publish how the alarms active before this start go on or end (edge.alarmstate)."""
+        configured = {reader.device.name for reader in self.readers}
+        for device in self.alarm_store.devices():
+            if device not in configured:
+                for rec in self.alarm_store.get(device):
+                    self.publisher.publish(self.topics.message(cleared_on_restart(
+                        device, rec, "the device is no longer in the configuration", 0.0)))
+                self.alarm_store.put(device, [])
+        for reader in self.readers:
+            for message in reader.pipeline.restored:
+                self.publisher.publish(message)
+            carried = reader.pipeline.alarms.snapshot(reader.device.name)
+            if carried:
+                log.warning("device %s: %d alarm(s) active before the restart carried on: %s",
+                            reader.device.name, len(carried),
+                            ", ".join(r["condition"] for r in carried))
+
     def run(self) -> None:
         """Connect, read until stop() or SIGTERM/SIGINT, then shut down cleanly."""
         self.publisher.connect()
+        self._restored_alarms()
         for reader in self.readers:
             reader.start()
         log.info("ready in %.2f s: %d device(s), models %s on %s, broker %s:%s (%s)",
@@ -189,8 +229,7 @@ class Runtime:
             if time.monotonic() >= next_age_check:
                 next_age_check += AGE_CHECK_S
                 for reader in self.readers:
-                    for message in reader.pipeline.tick():
-                        self.publisher.publish(message)
+                    self._tick(reader)
             # A bounded batch per tick: a command flood cannot starve alarms and status.
             for _ in range(COMMANDS_PER_TICK):
                 try:
@@ -201,6 +240,13 @@ class Runtime:
                 self.publisher.publish_status(self.status("online"))
                 next_status += self.config.mqtt.status_interval_s
         self._shutdown()
+
+    def _tick(self, reader: PortReader) -> None:
+        try:
+            for message in reader.pipeline.tick():
+                self.publisher.publish(message)
+        except Exception:  # one device's fault must not stop the others' housekeeping
+            log.exception("device %s: fault in its wall-clock checks", reader.device.name)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -218,6 +264,7 @@ class Runtime:
         pending = self.outbox.depth()
         if pending:
             log.warning("%d alarm message(s) not yet acknowledged stay in the outbox %s and "
-                        "are sent at the next start", pending, self.config.mqtt.outbox)
+                        "are sent at the next start", pending,
+                        self.config.state_path(self.config.mqtt.outbox))
         self.outbox.close()
         log.info("stopped")

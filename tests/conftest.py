@@ -409,3 +409,46 @@ def tls_listener(certs: Certificates, *, wrong_name: bool = False, plain_port: i
                  else (certs.server_cert, certs.server_key))
     return (f"cafile {certs.ca}\ncertfile {cert}\nkeyfile {key}\nrequire_certificate true\n"
             f"tls_version tlsv1.2\nlistener {plain_port} 127.0.0.1\n")
+
+
+# -- optional extras -------------------------------------------------------------------------
+# `make test` installs every extra; a machine that lacks one (no TensorFlow wheel for its
+# architecture or Python, a venv made by `make demo`) skips the tests that need it with one
+# line saying what to install. Under CI (CI=true) a missing extra fails instead: a skip there
+# would hide tests, as for mosquitto above.
+EXTRA_MODULES = {"tensorflow": "training", "matplotlib": "training", "wfdb": "recordings"}
+# Test files that train or evaluate models need the training stack as a whole.
+FILES_NEEDING = {"test_training": "tensorflow"}
+
+
+def _missing_extra(module: str) -> str | None:
+    """One line naming the extra to install, or None when `module` imports."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        return None
+    extra = EXTRA_MODULES[module]
+    return (f"needs the '{extra}' extra ({module} is not installed): "
+            f"pip install -e '.[{extra}]' or make test")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("CI"):
+        return  # they run, and fail on the missing module
+    for item in items:
+        for prefix, module in FILES_NEEDING.items():
+            if item.path.name.startswith(prefix) and (reason := _missing_extra(module)):
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """A test that imports an optional extra's module lazily (training imports TensorFlow
+    inside its functions): missing -> skip with one line, or fail under CI."""
+    try:
+        return (yield)
+    except ModuleNotFoundError as err:
+        root = (err.name or "").split(".")[0]
+        if root in EXTRA_MODULES and not os.environ.get("CI"):
+            pytest.skip(_missing_extra(root) or str(err))
+        raise

@@ -239,7 +239,10 @@ def test_runtime_starts_without_a_broker_and_delivers_the_backlog_when_it_comes(
                 assert time.monotonic() < deadline, "no alarm reached the outbox"
                 if outbox.exists():
                     with sqlite3.connect(outbox) as db:
-                        queued = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+                        try:
+                            queued = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+                        except sqlite3.OperationalError:  # created, its table not yet
+                            queued = 0
                 time.sleep(0.2)
             assert stat.S_IMODE(os.stat(outbox).st_mode) == 0o600
 

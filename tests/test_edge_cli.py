@@ -82,12 +82,6 @@ def test_check_accepts_the_shipped_models(tmp_path):
     assert "model hr" in result.stdout and "ok" in result.stdout
 
 
-def test_serial_port_that_does_not_exist(tmp_path):
-    body = "[[devices]]\nname = 'wrist'\nport = '/dev/ttyDOESNOTEXIST'\n"
-    result = edge("run", "--log-level", "error", "--config", str(write_config(tmp_path, body)))
-    assert_one_line_error(result, 1, "/dev/ttyDOESNOTEXIST", "cannot be opened", "dialout")
-
-
 @pytest.mark.parametrize("command", ["check", "run"])
 def test_outbox_directory_that_cannot_be_created(tmp_path, command):
     (tmp_path / "a-file").write_text("not a directory")
@@ -119,7 +113,8 @@ def test_the_board_config_shipped_in_deploy_is_valid():
 
     config = load_config(ROOT / "deploy" / "edge.toml")
     assert config.devices[0].port == "/dev/wearable0"
-    assert str(config.path(config.mqtt.outbox)).startswith("/var/lib/wearable-edge/")
+    assert str(config.state_path(config.mqtt.outbox)).startswith("/var/lib/wearable-edge/")
+    assert str(config.state_path(config.calibration_file)).startswith("/var/lib/wearable-edge/")
 
 
 def test_json_logs_are_one_object_per_line(tmp_path):
