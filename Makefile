@@ -83,6 +83,7 @@ models: $(call stamp,$(TEST_EXTRAS)) ## Train, quantise and evaluate every model
 eval: $(call stamp,$(TEST_EXTRAS)) ## Score the shipped models on real labelled recordings in DATASETS (default ../shared/datasets)
 	$(BIN)/wearable-train evaluate hr --real-data $(DATASETS)
 	$(BIN)/wearable-train evaluate glucose --real-data $(DATASETS)
+	$(BIN)/wearable-train evaluate bp --real-data $(DATASETS) --out models
 
 clean: ## Remove caches and build output (keeps .venv and models/)
 	rm -rf build dist .pytest_cache .ruff_cache .hypothesis *.egg-info

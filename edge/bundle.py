@@ -107,6 +107,11 @@ class Manifest:
     tflite: str  # file name of the model beside the manifest
     metrics: dict[str, Any] = field(default_factory=dict)  # {"float": {...}, "int8": {...}}
     training: dict[str, Any] = field(default_factory=dict)  # seed, data, dates, versions
+    # What the training data covered, for the runtime's plausibility checks (BP):
+    # "input_low"/"input_high" per feature, "output_low"/"output_high" per output. Empty: none.
+    plausibility: dict[str, Any] = field(default_factory=dict)
+    # Not validated on real people well enough to act on: the vitals carry "experimental".
+    experimental: bool = False
     format: str = BUNDLE_FORMAT
     min_sensor_rate_hz: float | None = None  # Preprocessing.min_sensor_rate_hz
 

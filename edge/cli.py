@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--config", type=Path, help="TOML config (alarm limits, models_dir)")
     rep.add_argument("--models", type=Path, help="model bundle folder (overrides models_dir)")
     rep.add_argument("--device", default="replay", help="device name in topics/payloads")
+    rep.add_argument("--cuff-calibration", action="store_true",
+                     help="calibrate blood pressure on the recording's cuff readings (sbp/dbp "
+                     "columns, BP_CUFF frames), as bp_cuff_calibration = true in the config "
+                     "does; the summary lists what each reading did")
     rep.add_argument("--out", default="-", help="JSON Lines output file, '-' for stdout "
                                                 "(default), or 'none'")
     wat = sub.add_parser("watch", help="live terminal view of a node's devices, vitals and "
@@ -130,6 +134,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
     if args.models:
         config = dataclasses.replace(config, models_dir=str(args.models.resolve()))
+    if args.cuff_calibration:
+        config = dataclasses.replace(config, bp_cuff_calibration=True)
     _setup_logging("warning")
     models = load_models(config)
     if args.out == "none":

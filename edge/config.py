@@ -284,6 +284,10 @@ class Config:
     # Per-device BP calibrations (cuff readings sent over MQTT), kept across restarts.
     # Relative: inside `state_dir`.
     calibration_file: str = "calibration.json"
+    # A wearable's own cuff readings (BP_CUFF frames) calibrate its blood pressure like an
+    # operator's calibrate command. Off: only operators calibrate (a cuff on the wearable may
+    # be misplaced or read during motion, and nobody checks it).
+    bp_cuff_calibration: bool = False
     source: Path | None = None  # the file this came from; relative paths resolve against it
 
     def check(self, key: str = "") -> None:

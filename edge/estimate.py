@@ -423,36 +423,138 @@ class Calibration:
 
 class BloodPressureRunner(ModelRunner):
     """Cuffless SBP/DBP from ECG + PPG. The model's outputs track changes; a cuff reading
-    anchors them: offset = cuff - median of the model's good estimates in the last
+    anchors them: offset = cuff - median of the model's usable estimates in the last
     CALIBRATION_SPAN_S. Until then estimates are published as "uncalibrated" and drive no
-    alarm."""
+    alarm.
+
+    Plausibility: an estimate is published as "uncertain" (no alarm, never calibrated
+    against) when its window's features lie outside what the model was trained on (the
+    manifest's `plausibility` bounds), when an output sits at the int8 model's range limit
+    or outside the trained range, or when systolic jumps more than MAX_STEP_MMHG in one hop
+    while the heart rate stays steady (a heart does not do that; a misread beat does). Three
+    jumps in a row that agree with each other are a new level and are accepted. A model
+    marked experimental in its manifest adds details {"experimental": true} to every
+    estimate."""
 
     CALIBRATION_SPAN_S = 30.0
     VITALS = ("systolic_bp", "diastolic_bp")
+    MAX_STEP_MMHG = 20.0  # systolic change in one hop that a steady heart does not make
+    STEADY_HR_BPM = 10.0  # a heart-rate change below this counts as steady
+    NEW_LEVEL = 3  # consecutive jumps agreeing within MAX_STEP_MMHG: the pressure is there
+    STEP_MEMORY_S = 30.0  # an accepted estimate older than this is no reference for a step
 
     def __init__(self, device: str, model: Model) -> None:
         super().__init__(device, model)
         self.calibration: Calibration | None = None
         self._recent: deque[tuple[float, np.ndarray]] = deque()
+        self._doubts: deque[tuple[float, str]] = deque()  # (end_s, why) of uncertain windows
+        self._features: np.ndarray | None = None
+        self._last: tuple[float, np.ndarray, float] | None = None  # accepted: t, outputs, hr
+        self._jumps: list[np.ndarray] = []
+        feature = self.feature
+
+        def remember(*signals: np.ndarray, **params: object) -> np.ndarray:
+            self._features = feature(*signals, **params)
+            return self._features
+
+        self.feature = remember
+
+    def _range_limits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(lowest, highest, half a step) of each output an int8 affine model can give."""
+        m = self.model.manifest
+        spec = m.output
+        if spec.dtype != "int8" or m.output_kind != "affine":
+            return None
+        scale = np.asarray(m.output_params["scale"], np.float64)
+        offset = np.asarray(m.output_params["offset"], np.float64)
+        raw = (np.array([-128.0, 127.0]) - spec.zero_point) * spec.scale
+        return (offset + scale * raw[0], offset + scale * raw[1],
+                np.abs(scale) * spec.scale / 2)
+
+    def doubt(self, outputs: np.ndarray, end_s: float) -> str | None:
+        """Why the model's outputs for this window are not to be trusted, or None."""
+        m = self.model.manifest
+        bounds = m.plausibility
+        names = m.output_params.get("names") or list(self.VITALS)
+        limits = self._range_limits()
+        if limits is not None:
+            low, high, half = limits
+            at = (outputs <= low + half) | (outputs >= high - half)
+            if at.any():
+                i = int(np.argmax(at))
+                return f"{names[i]} at the model's range limit ({outputs[i]:.1f} {m.unit})"
+        if "output_low" in bounds:
+            low, high = np.asarray(bounds["output_low"]), np.asarray(bounds["output_high"])
+            out = (outputs < low) | (outputs > high)
+            if out.any():
+                i = int(np.argmax(out))
+                return (f"{names[i]} {outputs[i]:.1f} {m.unit} outside the trained range "
+                        f"{low[i]:g}-{high[i]:g}")
+        x = self._features
+        if x is not None and "input_low" in bounds:
+            lo, hi = np.asarray(bounds["input_low"]), np.asarray(bounds["input_high"])
+            out = (x < lo) | (x > hi)
+            if out.any():
+                from edge.features import bp_feature_name
+
+                i = int(np.argmax(out))
+                return (f"feature {bp_feature_name(i, self.params.get('shape_points', 32))} "
+                        f"= {x[i]:.3g} outside its training range {lo[i]:g}..{hi[i]:g}")
+        return self._step(outputs, end_s)
+
+    def _step(self, outputs: np.ndarray, end_s: float) -> str | None:
+        """A jump of systolic pressure at a steady heart rate (see the class docstring)."""
+        from edge.features import bp_hr_bpm
+
+        x = self._features
+        hr = float(bp_hr_bpm(x, self.params.get("shape_points", 32))) if x is not None else 0.0
+        last = self._last
+        if last is not None and end_s - last[0] <= self.STEP_MEMORY_S:
+            step = abs(float(outputs[0] - last[1][0]))
+            if step > self.MAX_STEP_MMHG and abs(hr - last[2]) < self.STEADY_HR_BPM:
+                self._jumps = [*self._jumps, outputs][-self.NEW_LEVEL :]
+                sbp = [float(j[0]) for j in self._jumps]
+                if len(sbp) < self.NEW_LEVEL or np.ptp(sbp) > self.MAX_STEP_MMHG:
+                    return (f"systolic jumped {step:.0f} mmHg in {self.hop / self.rate:g} s "
+                            f"at a steady heart rate ({hr:.0f} bpm)")
+        self._jumps = []
+        self._last = (end_s, outputs, hr)
+        return None
 
     def interpret(self, outputs: np.ndarray, quality: str, motion_g: float | None,
                   end_s: float) -> list[Estimate]:
+        m = self.model.manifest
         if quality == GOOD:
-            self._recent.append((end_s, outputs))
-        while self._recent and self._recent[0][0] < end_s - self.CALIBRATION_SPAN_S:
-            self._recent.popleft()
+            why = self.doubt(outputs, end_s)
+            if why is None:
+                self._recent.append((end_s, outputs))
+            else:
+                quality = UNCERTAIN
+                self._doubts.append((end_s, why))
+        for recent in (self._recent, self._doubts):
+            while recent and recent[0][0] < end_s - self.CALIBRATION_SPAN_S:
+                recent.popleft()
         cal = self.calibration
         if cal is None:
             values, quality = outputs, UNCALIBRATED if quality == GOOD else quality
         else:
             values = outputs + np.array([cal.systolic_offset, cal.diastolic_offset])
-        m = self.model.manifest
+        details = {"experimental": True} if m.experimental else {}
         return [Estimate(self.device, vital, float(v), m.unit, quality, motion_g, end_s,
-                         self.label) for vital, v in zip(self.VITALS, values, strict=True)]
+                         self.label, details)
+                for vital, v in zip(self.VITALS, values, strict=True)]
 
     def calibrate(self, systolic: float, diastolic: float, operator: str,
                   time: str) -> Calibration:
         if not self._recent:
+            if self._doubts:
+                whys = list(dict.fromkeys(why for _, why in self._doubts))
+                raise CommandError(
+                    f"the {len(self._doubts)} blood-pressure estimates of the last "
+                    f"{self.CALIBRATION_SPAN_S:g} s are all implausible ({whys[-1]}"
+                    + (f"; and {len(whys) - 1} other reason(s)" if len(whys) > 1 else "")
+                    + "): a calibration against them would be wrong; check the ECG "
+                    "electrodes and the PPG sensor, keep the wearer still, then send it again")
             raise CommandError(f"no good blood-pressure estimate in the last "
                                f"{self.CALIBRATION_SPAN_S:g} s to calibrate against; check "
                                "the ECG electrodes and the PPG sensor, then send it again")

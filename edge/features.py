@@ -183,10 +183,12 @@ def cgm_on_grid(times_s: np.ndarray, mg_dl: np.ndarray, at_s: np.ndarray, *,
 
 # --- Blood pressure: pulse arrival time + heart rate + pulse morphology (ECG + PPG) ---------
 
+# No feature sees the sensor's units: timings, rates and the pulse shape scaled to [0, 1]
+# (bp 2.0.0 had the log pulse amplitude in PPG units; a real sensor's units put it far outside
+# training and the model at its floor for every window).
 BP_SCALARS = ("pat_beats", "pat_mean_pulse", "pat_foot", "rise_time", "hr", "rr_cv",
-              "pat_spread", "log_amplitude", "valid")
+              "pat_spread", "valid")
 _PAT_REF_S, _PAT_SPAN_S = 0.3, 0.15  # PAT features: (pat - ref) / span
-_AMP_REF, _AMP_SPAN = 1000.0, 2.0  # pulse amplitude: (ln(amplitude / ref)) / span
 
 
 def _as_1d(x: np.ndarray) -> np.ndarray:
@@ -320,7 +322,7 @@ def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: flo
     `pat_min_s` after its R peak for one median RR interval, so every segment holds exactly
     one pulse upstroke.
 
-    Returns float32 (shape_points + 9,):
+    Returns float32 (shape_points + 8,), the same for any gain and offset of either input:
     - the median cycle (the mean pulse, robust to artefacts) starting 50 ms before its foot,
       `shape_points` samples `shape_step_s` apart (periodic: a short RR wraps into the next
       pulse, as the signal does), scaled to [0, 1] over the cycle: amplitude and offset of
@@ -328,11 +330,8 @@ def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: flo
     - BP_SCALARS: PAT to the steepest upslope, median over beats; the same on the mean
       pulse; PAT to the foot (intersecting tangents) on the mean pulse (all three as
       (PAT - 0.3 s) / 0.15 s); rise time foot -> systolic peak; heart rate ((HR - 80) / 40);
-      RR coefficient of variation; inter-quartile spread of the per-beat PAT; the log of the
-      mean pulse's peak-to-peak amplitude in the PPG's own units (ln(amplitude / 1000) / 2:
-      the only feature that sees the sensor gain; within a person the pulse grows with the
-      pulse pressure); valid (1, or 0 when fewer than `min_beats` usable beats were found:
-      then every feature is 0).
+      RR coefficient of variation; inter-quartile spread of the per-beat PAT; valid (1, or 0
+      when fewer than `min_beats` usable beats were found: then every feature is 0).
     Never raises for flat, noisy or beat-less windows; the output is always finite.
     """
     out = np.zeros(shape_points + len(BP_SCALARS), np.float32)
@@ -347,7 +346,9 @@ def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: flo
     else:
         e_u, p_u = e[:n], p[:n]
     p_sd = float(p_u.std())
-    p_u = (p_u - p_u.mean()) / (p_sd + _EPS)
+    if not p_sd > 0:
+        return out
+    p_u = (p_u - p_u.mean()) / p_sd  # no epsilon: a PPG in volts (SD ~1e-6) is a pulse too
     r = r_peaks(e_u, fs_u)
     if len(r) < 2:
         return out
@@ -402,7 +403,6 @@ def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: flo
         (60.0 / cycle - 80.0) / 40.0,
         5.0 * float(rr.std() / rr.mean()),
         (q75 - q25) / 0.02,
-        np.log(max(span * p_sd, _EPS) / _AMP_REF) / _AMP_SPAN,
         1.0,
     ])
     out[:shape_points] = np.clip(shape, 0.0, 1.0)
@@ -415,5 +415,65 @@ FEATURES["ecg_ppg_pat"] = ecg_ppg_pat
 
 def bp_pat_s(features: np.ndarray, shape_points: int = 32) -> np.ndarray:
     """The median per-beat pulse arrival time in seconds, read back from `ecg_ppg_pat`
-    features (..., shape_points + 9): for PAT-only baselines and diagnostics."""
+    features (..., shape_points + 8): for PAT-only baselines and diagnostics."""
     return np.asarray(features)[..., shape_points] * _PAT_SPAN_S + _PAT_REF_S
+
+
+def bp_hr_bpm(features: np.ndarray, shape_points: int = 32) -> np.ndarray:
+    """The heart rate in bpm read back from `ecg_ppg_pat` features (the runtime's check that
+    a step in BP came with a steady heart)."""
+    return np.asarray(features)[..., shape_points + BP_SCALARS.index("hr")] * 40.0 + 80.0
+
+
+def bp_feature_name(index: int, shape_points: int = 32) -> str:
+    """What feature `index` of `ecg_ppg_pat` is, for messages."""
+    if index < shape_points:
+        return f"pulse shape point {index}"
+    return BP_SCALARS[index - shape_points]
+
+
+def ppg_pulse_morphology(ppg: np.ndarray, *, fs: float, shape_points: int = 32,
+                         shape_step_s: float = 0.025) -> np.ndarray:
+    """The pulse shape of a PPG alone (no ECG), as `ecg_ppg_pat` describes it: for real PPG
+    sets without an ECG (training.bp_real), not a model input.
+
+    Each systolic peak's steepest upslope (in the 0.35 s before it) and its foot (tangents
+    intersecting, as in `ecg_ppg_pat`) give one pulse; the shape is `shape_points` samples
+    `shape_step_s` apart from 50 ms before the foot, scaled to [0, 1] over those samples, and
+    the rise time foot -> peak in s. Returns float32 (shape_points + 2,): the shapes and rise
+    times averaged over every complete pulse, then valid (1, or 0 with all zeros when no
+    complete pulse was found). Gain and offset of the PPG do not matter."""
+    from scipy.signal import find_peaks
+
+    out = np.zeros(shape_points + 2, np.float32)
+    p = _as_1d(ppg)
+    if len(p) < 8 or not fs > 0 or not np.ptp(p) > 0:
+        return out
+    p = (p - p.mean()) / p.std()
+    slope = np.gradient(p) * fs
+    t = np.arange(len(p)) / fs
+    peaks, _ = find_peaks(p, distance=max(1, int(0.3 * fs)), prominence=0.5 * np.ptp(p))
+    span = 0.05 + shape_step_s * (shape_points - 1)
+    shapes, rises = [], []
+    for pk in peaks:
+        lo = max(0, pk - int(0.35 * fs))
+        if pk - lo < 3:
+            continue
+        i_s = lo + int(np.argmax(slope[lo:pk]))
+        if slope[i_s] <= 0:
+            continue
+        y_min = float(p[max(0, i_s - int(0.3 * fs)) : i_s + 1].min())
+        t_foot = t[i_s] - float(np.clip((p[i_s] - y_min) / slope[i_s], 0.0, 0.3))
+        if t_foot - 0.05 < 0 or t_foot - 0.05 + span > t[-1]:
+            continue
+        shape = np.interp(t_foot - 0.05 + shape_step_s * np.arange(shape_points), t, p)
+        if np.ptp(shape) <= 0:
+            continue
+        shapes.append((shape - shape.min()) / np.ptp(shape))
+        rises.append(t[pk] - t_foot)
+    if not shapes:
+        return out
+    out[:shape_points] = np.mean(shapes, axis=0)
+    out[shape_points] = float(np.mean(rises))
+    out[-1] = 1.0
+    return out

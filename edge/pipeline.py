@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 
 from edge.alarm import (
     CGM_AGE,
@@ -27,7 +28,7 @@ from edge.alarm import (
 )
 from edge.alarmstate import AlarmStateStore
 from edge.calibration import CalibrationStore
-from edge.commands import Command
+from edge.commands import DIASTOLIC_RANGE, MIN_PULSE_PRESSURE, SYSTOLIC_RANGE, Command
 from edge.config import AlarmsConfig
 from edge.errors import CommandError, StreamError
 from edge.estimate import GOOD, DeviceEstimator
@@ -37,6 +38,9 @@ from wire import Channel, Decoder, Flag, Frame
 
 log = logging.getLogger(__name__)
 AGE_CHECK_S = 1.0  # how often (device time) the age of the CGM data is looked at
+# A cuff measurement takes ~30 s: readings closer than this to the last one used are a device
+# fault (or a flood), not new measurements, and are not used (nor written to disk).
+CUFF_MIN_INTERVAL_S = 60.0
 MAX_FAULT_KINDS = 32  # distinct faults logged with a traceback; later ones only counted
 
 
@@ -91,13 +95,19 @@ class DevicePipeline:
     """`strict`: a frame that cannot feed a model raises StreamError (replay); otherwise that
     model does without it, counted in `rejected_frames` and logged once per distinct problem
     (run; `quiet`: only kept in `problems`, which replay prints as notes), and the other
-    models carry on."""
+    models carry on. `cuff_calibration`: the device's own cuff readings (BP_CUFF frames)
+    calibrate its blood pressure, as an operator's command would; what they did is logged
+    and listed in `cuff_events`."""
 
     def __init__(self, device: str, models: list[Model], alarms: AlarmsConfig,
                  topics: Topics, *, strict: bool = False, quiet: bool = False,
                  calibrations: CalibrationStore | None = None,
-                 alarm_store: AlarmStateStore | None = None) -> None:
+                 alarm_store: AlarmStateStore | None = None,
+                 cuff_calibration: bool = False) -> None:
         self.device, self.strict, self.quiet = device, strict, quiet
+        self.cuff_calibration = cuff_calibration
+        self.cuff_events: deque[str] = deque(maxlen=100)  # the latest, for replay and logs
+        self._last_cuff_s: float | None = None
         self.rejected_frames = 0
         self.problems: set[str] = set()
         self.decoder = Decoder()
@@ -174,6 +184,44 @@ class DevicePipeline:
         return (f"calibrated to {cal.systolic_mmhg:g}/{cal.diastolic_mmhg:g} mmHg (offsets "
                 f"{cal.systolic_offset:+.1f}/{cal.diastolic_offset:+.1f} mmHg)")
 
+    def _cuff(self, frame: Frame) -> None:
+        """Calibrate on each reading of a BP_CUFF frame (checked first: it is outside input)."""
+        bp = self.estimator.blood_pressure
+        for i, (sbp, dbp) in enumerate(frame.values.reshape(len(frame.values), -1)[:, :2]):
+            t = frame.timestamp_us / 1e6 + i / frame.sample_rate_hz
+            what = f"cuff reading {sbp:g}/{dbp:g} mmHg at device time {t:.0f} s"
+            if bp is None:
+                why = "no blood-pressure model is loaded"
+            elif int(frame.flags) & int(Flag.LEAD_OFF):
+                why = "the device flagged it lead-off (no valid reading)"
+            elif (self._last_cuff_s is not None
+                  and 0 <= t - self._last_cuff_s < CUFF_MIN_INTERVAL_S):
+                why = (f"{t - self._last_cuff_s:.0f} s after the last one used (a cuff "
+                       f"measurement takes ~30 s; at most one per {CUFF_MIN_INTERVAL_S:g} s)")
+            elif not (SYSTOLIC_RANGE[0] <= sbp <= SYSTOLIC_RANGE[1]
+                      and DIASTOLIC_RANGE[0] <= dbp <= DIASTOLIC_RANGE[1]
+                      and sbp - dbp >= MIN_PULSE_PRESSURE):
+                # The operator's command accepts the same readings (edge.commands).
+                why = (f"not a cuff reading (systolic {SYSTOLIC_RANGE[0]:g}-"
+                       f"{SYSTOLIC_RANGE[1]:g}, diastolic {DIASTOLIC_RANGE[0]:g}-"
+                       f"{DIASTOLIC_RANGE[1]:g} mmHg, {MIN_PULSE_PRESSURE:g} apart)")
+            else:
+                try:
+                    cal = bp.calibrate(float(sbp), float(dbp), "cuff", utc_now())
+                except CommandError as err:
+                    why = str(err)
+                else:
+                    self._last_cuff_s = t
+                    if self.calibrations is not None:
+                        self.calibrations.put(self.device, cal)
+                    event = (f"{what}: calibrated (offsets {cal.systolic_offset:+.1f}/"
+                             f"{cal.diastolic_offset:+.1f} mmHg)")
+                    self.cuff_events.append(event)
+                    log.info("device %s: %s", self.device, event)
+                    continue
+            self.cuff_events.append(f"{what} not used: {why}")
+            log.warning("device %s: %s not used: %s", self.device, what, why)
+
     def feed(self, data: bytes) -> list[Message]:
         with self._lock:
             return self._feed(data)
@@ -225,6 +273,8 @@ class DevicePipeline:
         self._last_frame_wall = wall
         frame_time_s = self.timeline.frame(frame, silent_s)
         estimates, problems = self.estimator.add(frame)
+        if frame.channel == Channel.BP_CUFF and self.cuff_calibration:
+            self._cuff(frame)
         for err in problems:
             if not isinstance(err, StreamError):
                 self._fault(err, messages)

@@ -65,7 +65,8 @@ def replay(config: Config, models: list[Model], recording: Path, out: TextIO | N
         summary.notes += notes
         chunks = _joined(data for _, data in rec.stream(signals))
     # Not strict: a model a frame cannot feed does without it (a note below), as in `run`.
-    pipeline = DevicePipeline(device, models, config.alarms, topics, quiet=True)
+    pipeline = DevicePipeline(device, models, config.alarms, topics, quiet=True,
+                              cuff_calibration=config.bp_cuff_calibration)
     for chunk in chunks:
         for message in pipeline.feed(chunk):
             kind = message.topic.rsplit("/", 1)[-1]
@@ -76,6 +77,7 @@ def replay(config: Config, models: list[Model], recording: Path, out: TextIO | N
     summary.wall_seconds = time.perf_counter() - start
     summary.device_seconds = pipeline.last_device_time_s
     summary.frames = pipeline.decoder.stats.as_dict()
+    summary.notes += list(pipeline.cuff_events)
     if pipeline.faults:  # each one skipped its frame or window and raised runtime_error
         summary.notes.append(f"{pipeline.faults} runtime fault(s) caught and skipped, "
                              "replay went on (runtime_error alarm; see the log above)")

@@ -71,7 +71,8 @@ class Runtime:
         self.readers = [
             PortReader(device, DevicePipeline(device.name, self.models, config.alarms,
                                               self.topics, calibrations=self.calibrations,
-                                              alarm_store=self.alarm_store),
+                                              alarm_store=self.alarm_store,
+                                              cuff_calibration=config.bp_cuff_calibration),
                        self.publisher.publish, self.stop_event)
             for device in config.devices
         ]

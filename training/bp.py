@@ -31,7 +31,9 @@ from training.bundle import publish, staging, tensor_specs
 from training.evaluate import runtime_estimates
 
 NAME = "bp"
-VERSION = "2.0.0"  # 2: 16 s windows every 4 s, 41 features (1.0.0: 8 s, 2 s, 40)
+# 3: 40 features, none in sensor units (2.0.0 had the PPG's log amplitude: 41), and the
+# plausibility bounds in the manifest (2: 16 s windows every 4 s; 1.0.0: 8 s, 2 s, 40).
+VERSION = "3.0.0"
 PREPROCESSING = Preprocessing(
     channels=("ECG", "PPG"),
     sample_rate_hz=64.0,  # the PPG's usual rate: a 64 Hz PPG is never refused
@@ -52,6 +54,10 @@ Y_SCALE = np.array([30.0, 20.0])
 CALIBRATION_WINDOW_S = 30.0  # the runtime's median span before a cuff command
 BUILTIN_TEST_SCENARIOS = ("hypertensive-crisis", "hypotension", "exercise", "normal")
 MOVES_MMHG = 20.0  # a subject "moves" when its true SBP spans at least this after calibration
+# Robust training range of each feature and output (quantiles over the valid training
+# windows), widened by this share of its span: the runtime flags a window outside it.
+PLAUSIBLE_QUANTILES = (0.001, 0.999)
+PLAUSIBLE_MARGIN = 0.25
 # Acceptance targets after calibration (ISO 81060-2 / AAMI: |mean| <= 5, SD <= 8 mmHg).
 TARGETS = {"abs_mean_mmhg": 5.0, "sd_mmhg": 8.0, "int8_vs_float_pct": 5.0}
 
@@ -134,6 +140,27 @@ def calibrate(pred: np.ndarray, w: bp_data.BpWindows,
         out[mine] = pred[mine] + offset
         scored |= mine & (w.end_s > t_cal)
     return out, scored
+
+
+def plausibility(w: bp_data.BpWindows) -> dict[str, list[float]]:
+    """The manifest's "plausibility": where the valid training windows' features and labels
+    lie (PLAUSIBLE_QUANTILES, widened by PLAUSIBLE_MARGIN of the span). A feature that is
+    constant in training (the valid flag) must equal that constant. The runtime publishes a
+    window outside these bounds as "uncertain": the model would be extrapolating."""
+    valid = w.x[:, -1] > 0.5
+    out = {}
+    for name, values in (("input", w.x[valid]), ("output", w.y[valid])):
+        lo, hi = np.quantile(np.asarray(values, np.float64), PLAUSIBLE_QUANTILES, axis=0)
+        pad = PLAUSIBLE_MARGIN * (hi - lo)
+        out[f"{name}_low"] = [round(float(v), 4) for v in lo - pad]
+        out[f"{name}_high"] = [round(float(v), 4) for v in hi + pad]
+    return out
+
+
+def implausible(x: np.ndarray, bounds: dict[str, list[float]]) -> np.ndarray:
+    """Windows (rows of x) with a feature outside the manifest's plausibility bounds."""
+    lo, hi = np.asarray(bounds["input_low"]), np.asarray(bounds["input_high"])
+    return ((x < lo) | (x > hi)).any(axis=1)
 
 
 def bhs_grade(within: dict[str, float]) -> str:
@@ -234,8 +261,9 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
     tflite = steps.int8_tflite(NAME, model, representative, seed, log,
                                max_samples=len(representative))
     test = sets["test"]
+    bounds = plausibility(sets["train"])
     with staging(out) as stage:
-        manifest = _manifest(stage, tflite)
+        manifest = _manifest(stage, tflite, bounds)
         int8_raw, latency_ms = runtime_estimates(stage / f"{NAME}.json", test.x)
         val_int8, _ = runtime_estimates(stage / f"{NAME}.json", sets["val"].x)
         val_int8_cal, val_scored = calibrate(val_int8, sets["val"])
@@ -290,6 +318,7 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
                 },
                 "test_set": {"subjects": test.n_subjects, "windows": len(test),
                              "scored_windows": int(scored.sum()),
+                             "outside_training_range": int(implausible(test.x, bounds).sum()),
                              "moving_subjects": len(np.unique(test.subject[moves]))},
             },
             training=steps.run_record(
@@ -444,7 +473,7 @@ def _fit_one(plan: Plan, sets: dict[str, bp_data.BpWindows], seed: int,
     return net
 
 
-def _manifest(stage: Path, tflite: bytes) -> Manifest:
+def _manifest(stage: Path, tflite: bytes, bounds: dict[str, list[float]]) -> Manifest:
     path = stage / f"{NAME}.tflite"
     path.write_bytes(tflite)
     inp, out = tensor_specs(tflite)
@@ -454,7 +483,10 @@ def _manifest(stage: Path, tflite: bytes) -> Manifest:
         input=inp, output=out, output_kind="affine",
         output_params={"names": list(OUTPUTS), "scale": Y_SCALE.tolist(),
                        "offset": Y_OFFSET.tolist()},
-        sha256=sha256_file(path), tflite=path.name,
+        sha256=sha256_file(path), tflite=path.name, plausibility=bounds,
+        # Validated on simulated subjects only; on real people not yet shown to track BP
+        # better than holding the cuff value (models/bp_report.md).
+        experimental=True,
     )
     manifest.write(stage / f"{NAME}.json")
     return manifest

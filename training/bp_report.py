@@ -205,6 +205,15 @@ relation differs from person to person. Truth is the simulator's SBP/DBP average
 {m.window_s:g} s window. int8 figures come through `edge.infer.Model.estimates`, the runtime's
 own code path.
 
+**Experimental: validated on simulated people only.** Every figure below is on the
+simulator. Real data the project has: PPG-BP (Liang et al. 2018, Sci Data 5:180020; one 2.1-s
+finger PPG and one cuff reading per person, no ECG), which cannot run this model (no R peak)
+nor show tracking after a calibration; on it the model's PPG pulse-shape features explain
+little of the between-person spread of BP ([bp_real_data.md](bp_real_data.md),
+`wearable-train evaluate bp --out models`). Tracking after a calibration has not been shown
+to beat holding the cuff value on any real recording, so the manifest marks the model
+`experimental` and its vitals carry `"experimental": true`.
+
 **Calibration, as the runtime does it.** Each subject's first cuff reading (the simulator's
 cuff at 30 s: true BP plus N(0, (4·min(noise, 1))²) mmHg cuff error, whole mmHg) sets
 offset = cuff − median of the model's estimates over the windows ending in the
@@ -273,6 +282,11 @@ the simulator's built-in scenarios with new seeds and new bodies (`exercise` and
   gain of {m.metrics.get('output_gain', {}).get('chosen', 1.0):g} (estimate = offset + gain ×
   net change), chosen on the validation subjects.
 - {m.tflite}: {q['tflite_bytes']} bytes, sha256 `{m.sha256[:16]}…`.
+- Plausibility (manifest `plausibility`): each feature's and output's 0.1-99.9% range over
+  the valid training windows, widened by 25% of its span; the runtime publishes a window
+  outside it, an output at the int8 range limit, or a > 20 mmHg systolic jump in one hop at
+  a steady heart rate as `uncertain`. Test windows outside the feature range:
+  {m.metrics['test_set'].get('outside_training_range', 0)} of {len(test)}.
 {_selection(m)}
 ## Data
 

@@ -25,6 +25,7 @@ ALL = "all"
 EVALUATORS: dict[str, str] = {
     "hr": "training.hr_real:evaluate_command",
     "glucose": "training.glucose_real:evaluate_command",
+    "bp": "training.bp_real:evaluate_command",
 }
 EVALUATE = "evaluate"
 
@@ -85,7 +86,9 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
         epilog="Examples: wearable-train evaluate hr --real-data ../shared/datasets ; "
         "wearable-train evaluate hr --data my_recordings/ ; make eval. hr: every reference "
         "window is scored with the value the runtime published for it, whatever its quality; "
-        "peers: the PPG spectrum's highest bin and HeartPy's beat detector.",
+        "peers: the PPG spectrum's highest bin and HeartPy's beat detector. bp: what finger "
+        "PPG morphology says about BP between people (PPG-BP, person-level cross-validation "
+        "beside simple peers).",
     )
     parser.add_argument("model", help=f"model to evaluate: {', '.join(EVALUATORS)}")
     parser.add_argument("--bundle", type=Path, default=None, metavar="MANIFEST",
@@ -97,7 +100,10 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--real-data", type=Path, metavar="DIR",
                         help="the shared datasets folder (or the dataset's own folder): hr "
                         "reads the IEEE SP Cup 2015 training set (ieee_spc2015/), glucose the "
-                        "held-out people of the CGM traces (cgm/)")
+                        "held-out people of the CGM traces (cgm/), bp the PPG-BP set "
+                        "(ppg_bp_liang2018/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="bp: write bp_real_data.json and .md here (e.g. models)")
     parser.add_argument("--loso", action="store_true",
                         help="with --real-data: leave-subject-out instead of the shipped "
                         "model: for each fold, train a model without the held-out recordings "
