@@ -24,7 +24,10 @@ comma := ,
 # "install again". .installed-runtime+training+dev for runtime,training,dev.
 stamp = $(VENV)/.installed-$(subst $(comma),+,$(1))
 
-.PHONY: help venv mosquitto test lint demo bench models eval clean distclean
+# What the tests drive besides Python: command -> Debian package.
+TEST_TOOLS := tmux:tmux openssl:openssl cc:gcc
+
+.PHONY: help venv mosquitto test-tools test lint demo bench models eval clean distclean
 
 help: ## List the targets
 	@echo "Usage: make <target>"
@@ -64,7 +67,23 @@ mosquitto: ## Make sure a mosquitto broker binary exists (apt-get install as roo
 		exit 1; \
 	fi
 
-test: $(call stamp,$(TEST_EXTRAS)) mosquitto ## Run the test suite (real mosquitto, real ptys); PYTEST_ARGS=... to pass more
+test-tools: ## Make sure tmux (watch), openssl (TLS certificates) and a C compiler (wire/c) exist
+	@missing=""; for pair in $(TEST_TOOLS); do \
+		command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+		exit 0; \
+	elif [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+		sudo -n apt-get update \
+			&& sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
+	else \
+		echo "error: the tests need:$$missing; install them (Debian: sudo apt-get install$$missing)" >&2; \
+		exit 1; \
+	fi
+
+test: $(call stamp,$(TEST_EXTRAS)) mosquitto test-tools ## Run the test suite (real mosquitto, real ptys); PYTEST_ARGS=... to pass more
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(call stamp,$(TEST_EXTRAS)) ## ruff check the tree
