@@ -86,6 +86,24 @@ class PresentState:
                                   for p in PRIORITIES}}
         return Message(active_alarms_topic(self.topics, device), payload, qos=1, retain=True)
 
+    def restore(self, device: str, records: list[dict[str, Any]]) -> Message:
+        """Alarms carried on across a restart (edge.alarmstate records): in the present set
+        from the start, not only from their next event. What the record does not keep (the
+        limit, the original onset) is unknown: the restart time stands for `since`."""
+        now = utc_now()
+        with self._lock:
+            active = self._alarms.setdefault(device, {})
+            for rec in records:
+                active[rec["condition"]] = {
+                    "condition": rec["condition"], "alarm_id": rec["alarm_id"],
+                    "priority": rec["priority"], "kind": rec["kind"],
+                    "state": "acknowledged" if rec["acknowledged"] else "raised",
+                    "since": now, "onset_device_time_s": 0.0, "value": rec["value"],
+                    "limit": None, "unit": rec["unit"],
+                    "message": f"{rec['condition']}: active before the runtime restarted, "
+                               "carried on", "operator": None}
+            return self._alarm_message(device)
+
     def snapshot(self) -> list[Message]:
         """Everything retained, e.g. after a (re)connect: it replaces what a previous run
         left on the broker (an alarm set from before a restart is no longer true)."""

@@ -204,6 +204,7 @@ class Runtime:
                 self.publisher.publish(message)
             carried = reader.pipeline.alarms.snapshot(reader.device.name)
             if carried:
+                self.publisher.publish(self.present.restore(reader.device.name, carried))
                 log.warning("device %s: %d alarm(s) active before the restart carried on: %s",
                             reader.device.name, len(carried),
                             ", ".join(r["condition"] for r in carried))

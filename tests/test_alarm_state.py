@@ -37,7 +37,13 @@ def test_an_alarm_active_at_a_crash_is_carried_on_and_cleared_by_the_data_after_
 
     _sim2, pty2 = processes.simulator("--scenario", "normal", "--seed", "1", "--speed", "4")
     config.write_text(config.read_text().replace(pty, pty2))
+    sub.clear()  # from here on: what the restarted runtime says
     processes.start("-m", "edge", "run", "--config", str(config))
+    # A late subscriber's present state has the carried-on alarm from the start.
+    present = sub.wait_for(lambda m: m.topic == "wearable/ward-7/wrist-1/active_alarms"
+                           and m.json()["alarms"], timeout=60).json()
+    assert [a["alarm_id"] for a in present["alarms"]] == [raised["alarm_id"]]
+    assert present["priorities"][raised["priority"]] is True
     cleared = sub.wait_for(_alarms("cleared"), timeout=90).json()
     assert cleared["alarm_id"] == raised["alarm_id"]  # the same alarm ends, with the data
     assert "ended" in cleared["message"]
