@@ -17,6 +17,7 @@ import curses
 import json
 import queue
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -31,6 +32,7 @@ import paho.mqtt.client as mqtt
 from edge.commands import signed_command
 from edge.config import PRIORITIES, Config
 from edge.errors import BrokerError, ConfigError
+from edge.publish import tls_context
 
 VITALS = (("heart_rate", "HR"), ("systolic_bp", "SBP"), ("diastolic_bp", "DBP"),
           ("glucose", "Glucose"))
@@ -171,7 +173,7 @@ class Watcher:
 
     def __init__(self, host: str, port: int, prefix: str, node: str, *, username: str = "",
                  password: str = "", operator: str = "", secret: str = "",
-                 silence_min: float = 5.0) -> None:
+                 silence_min: float = 5.0, tls: ssl.SSLContext | None = None) -> None:
         self.host, self.port, self.prefix, self.node = host, port, prefix, node
         self.operator, self.secret, self.silence_min = operator, secret, silence_min
         self.inbox: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
@@ -179,6 +181,8 @@ class Watcher:
                                   client_id=f"wearable-watch-{uuid.uuid4().hex[:8]}")
         if username:
             self.client.username_pw_set(username, password or None)
+        if tls is not None:  # the config's [mqtt] TLS: CA, client certificate, name check
+            self.client.tls_set_context(tls)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -339,7 +343,8 @@ def watch(config: Config | None, host: str | None, port: int | None, username: s
             config.node if config else ""),
         username=username if username is not None else (mq.username if mq else ""),
         password=password if password is not None else (mq.password if mq else ""),
-        operator=operator or "", secret=secret or "", silence_min=silence_min)
+        operator=operator or "", secret=secret or "", silence_min=silence_min,
+        tls=tls_context(mq, config.path) if config and mq and mq.tls else None)
     board = Board(watcher.prefix)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())

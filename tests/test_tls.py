@@ -104,3 +104,20 @@ def test_tls_config_errors_name_the_key_and_the_fix(certificates, tmp_path, mqtt
                                str(write_config(tmp_path, free_port(), mqtt))), 2)
     for needle in needles:
         assert needle in line, line
+
+
+def test_watch_reaches_a_tls_broker_with_the_configs_certificates(certificates, mosquitto_path,
+                                                                  tmp_path):
+    """`wearable-edge watch --config` uses [mqtt]'s TLS keys like the runtime does."""
+    with PrivateBroker(extra_config=tls_listener(certificates, plain_port=free_port())) as tls:
+        config = write_config(tmp_path, tls.port, mutual(certificates))
+        proc = subprocess.Popen([sys.executable, "-m", "edge", "watch", "--config", str(config)],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            assert proc.stdout is not None
+            assert "watching wearable/ward-7/status" in proc.stdout.readline()
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
