@@ -178,9 +178,11 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
                 stage / f"{NAME}.json", real, log,
                 extra={"float": lambda x: model.predict(x, batch_size=4096, verbose=0)
                        * SCALE_MG_DL + CENTER_MG_DL})
+            # Real people first, right after the card's title and introduction.
             report = stage / f"{NAME}_report.md"
-            report.write_text(glucose_real.markdown(real_result, TARGETS) + "\n"
-                              + report.read_text())
+            head, sep, rest = report.read_text().partition("\n## ")
+            report.write_text(head + "\n" + glucose_real.markdown(real_result, TARGETS) + "\n"
+                              + sep.lstrip("\n") + rest)
             manifest = replace(manifest, metrics={**manifest.metrics, "real": {
                 k: v for k, v in real_result.items() if k != "tuning"}},
                 training={**manifest.training, "real_data": {
