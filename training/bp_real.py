@@ -217,7 +217,8 @@ def report(r: dict[str, Any]) -> str:
     lines = [
         "# bp: what real PPG says about blood pressure between people (PPG-BP)",
         "",
-        "Written by `wearable-train evaluate bp --real-data ../shared/datasets --out models` (training/bp_real.py). Data: "
+        "Written by `wearable-train evaluate bp --real-data ../shared/datasets --out models` "
+        "(training/bp_real.py). Data: "
         f"{r['dataset']}: one 2.1-s finger PPG per person at 1 kHz and one cuff reading. "
         f"{r['people']} people with both; {r['people_scored']} have a complete pulse in the "
         "segment and are scored.",

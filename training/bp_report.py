@@ -210,9 +210,9 @@ simulator. Real data the project has: PPG-BP (Liang et al. 2018, Sci Data 5:1800
 finger PPG and one cuff reading per person, no ECG), which cannot run this model (no R peak)
 nor show tracking after a calibration; on it the model's PPG pulse-shape features explain
 little of the between-person spread of BP ([bp_real_data.md](bp_real_data.md),
-`wearable-train evaluate bp --real-data ../shared/datasets --out models`). Tracking after a calibration has not been shown
-to beat holding the cuff value on any real recording, so the manifest marks the model
-`experimental` and its vitals carry `"experimental": true`.
+`wearable-train evaluate bp --real-data ../shared/datasets --out models`). Tracking after a
+calibration has not been shown to beat holding the cuff value on any real recording, so the
+manifest marks the model `experimental` and its vitals carry `"experimental": true`.
 
 **Calibration, as the runtime does it.** Each subject's first cuff reading (the simulator's
 cuff at 30 s: true BP plus N(0, (4·min(noise, 1))²) mmHg cuff error, whole mmHg) sets
