@@ -347,7 +347,9 @@ def test_a_jittery_watch_csv_replays_like_a_regular_one(tmp_path, capsys) -> Non
     for t, value in values["jittery"].items():
         truth = rec.truth.hr_bpm[round(t) - 8 : round(t)].mean()
         assert abs(value - truth) < 3.0
-        assert value == pytest.approx(values["regular"][t], abs=1.0)
+        # To one HR bin (1.875 bpm): the published rate is the tracked belief's mode, which a
+        # small change of a window's distribution can move by a bin (test_edge_signal_rates).
+        assert value == pytest.approx(values["regular"][t], abs=1.875)
 
 
 def test_a_model_the_csv_cannot_feed_is_skipped_with_a_note(tmp_path, capsys) -> None:
