@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.errors import CommandError, ModelError, StreamError
-from edge.features import CGM_MAX_GAP_S, cgm_on_grid, get_feature, motion_rms_g
+from edge.features import (
+    CGM_MAX_GAP_S,
+    bp_feature_name,
+    bp_hr_bpm,
+    cgm_on_grid,
+    get_feature,
+    motion_rms_g,
+)
 from edge.infer import Model
 from edge.signal import Conditioner
 from wire import Channel, Flag, Frame
@@ -68,6 +75,12 @@ _ABSENT_CHECK_FRAMES = 64  # frames a secondary channel buffers before _bound lo
 # 16 mg steps) at rest repeats 5 samples on all axes often enough to mark a quarter of the
 # windows `motion_unknown` (no HR alarm) if one such frame counted.
 FLAT_MIN_SAMPLES = 16
+
+
+def _first_outside(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> int | None:
+    """Index of the first value outside [low, high], or None."""
+    out = (values < low) | (values > high)
+    return int(np.argmax(out)) if out.any() else None
 
 
 def _flat(samples: np.ndarray) -> bool:
@@ -485,27 +498,21 @@ class BloodPressureRunner(ModelRunner):
                 return f"{names[i]} at the model's range limit ({outputs[i]:.1f} {m.unit})"
         if "output_low" in bounds:
             low, high = np.asarray(bounds["output_low"]), np.asarray(bounds["output_high"])
-            out = (outputs < low) | (outputs > high)
-            if out.any():
-                i = int(np.argmax(out))
-                return (f"{names[i]} {outputs[i]:.1f} {m.unit} outside the trained range "
-                        f"{low[i]:g}-{high[i]:g}")
+            o = _first_outside(outputs, low, high)
+            if o is not None:
+                return (f"{names[o]} {outputs[o]:.1f} {m.unit} outside the trained range "
+                        f"{low[o]:g}-{high[o]:g}")
         x = self._features
         if x is not None and "input_low" in bounds:
             lo, hi = np.asarray(bounds["input_low"]), np.asarray(bounds["input_high"])
-            out = (x < lo) | (x > hi)
-            if out.any():
-                from edge.features import bp_feature_name
-
-                i = int(np.argmax(out))
-                return (f"feature {bp_feature_name(i, self.params.get('shape_points', 32))} "
-                        f"= {x[i]:.3g} outside its training range {lo[i]:g}..{hi[i]:g}")
+            f = _first_outside(x, lo, hi)
+            if f is not None:
+                return (f"feature {bp_feature_name(f, self.params.get('shape_points', 32))} "
+                        f"= {x[f]:.3g} outside its training range {lo[f]:g}..{hi[f]:g}")
         return self._step(outputs, end_s)
 
     def _step(self, outputs: np.ndarray, end_s: float) -> str | None:
         """A jump of systolic pressure at a steady heart rate (see the class docstring)."""
-        from edge.features import bp_hr_bpm
-
         x = self._features
         hr = float(bp_hr_bpm(x, self.params.get("shape_points", 32))) if x is not None else 0.0
         last = self._last
@@ -602,8 +609,9 @@ class GlucoseRunner:
     def add(self, frame: Frame) -> list[Estimate]:
         if frame.channel != Channel.CGM:
             return []
-        if frame.flags & Flag.BOOT:
-            self.readings.clear()
+        if frame.flags & Flag.BOOT or (
+                self.readings and frame.timestamp_us / 1e6 < self.readings[-1][0] - CLOCK_BACK_S):
+            self.readings.clear()  # the device restarted (BOOT, or its clock went back): anew
         # A LEAD_OFF reading is a signal-loss placeholder; SATURATED is the sensor's "LOW" or
         # "HIGH" at its range limit: a real, alarming reading.
         bad = bool(frame.flags & Flag.LEAD_OFF)
@@ -756,13 +764,13 @@ class DeviceEstimator:
         (a PPG too slow for the BP model), or any other exception, a fault (a bug, a bad
         value), after which that model starts afresh. One model's problem never costs another
         model the frame."""
-        if not np.isfinite(frame.values).all():  # NaN/inf would poison filter state for good
+        # NaN/inf would poison filter state for good. Integer samples times a finite scale are
+        # finite, so only the scale and float samples need looking at (every frame passes here).
+        if not math.isfinite(frame.scale) or (frame.samples.dtype.kind == "f"
+                                              and not np.isfinite(frame.samples).all()):
             return [], [StreamError(f"{frame.channel.name} frame with a sample or scale that is "
                                     "not a finite number: dropped (a gap for the models)")]
         if frame.channel == Channel.CGM:
-            readings = self.glucose.readings
-            if readings and frame.timestamp_us / 1e6 < readings[-1][0] - CLOCK_BACK_S:
-                readings.clear()  # the device clock restarted without BOOT: a new history
             try:
                 return self.glucose.add(frame), []
             except Exception as err:  # reported as a fault by the pipeline
