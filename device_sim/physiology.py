@@ -56,8 +56,8 @@ CONTROL_RATE = 50.0  # Hz, grid for slow latent signals (HR, respiration, cadenc
 MARGIN_S = 4.0  # simulated before t=0 and after the end, so pulses at the edges overlap fully
 MIN_RATE_HZ, MAX_RATE_HZ = 10.0, 10_000.0
 # Band-limited noise on the control grid is one FFT over the whole grid up to this length
-# plus the fade (~35 min); longer, a chain of such blocks cross-faded (see _Noise).
-NOISE_BLOCK_S, NOISE_FADE_S = 1800.0, 300.0
+# plus the fade (~65 min); longer, a chain of such blocks cross-faded (see _Noise).
+NOISE_BLOCK_S, NOISE_FADE_S = 3600.0, 300.0
 
 PPG_DC = 100_000.0  # a.u.; raw photodiode level (green LED, wrist)
 PPG_AC = 1_000.0  # a.u.; typical pulse amplitude, ~1 % perfusion index
@@ -554,32 +554,32 @@ class _Noise:
     Up to NOISE_BLOCK_S + NOISE_FADE_S long it is one `_band_noise` of the whole grid, drawn
     from `rng` (what the simulator has always drawn). Longer, the FFT over the whole grid
     would need the whole day in memory, so it is a chain of blocks of that length, one every
-    NOISE_BLOCK_S: the first drawn from `rng`, the others from generators seeded from it,
-    each overlapping the next by NOISE_FADE_S over which a cos/sin cross-fade keeps the
-    variance 1. Only the blocks being read are kept.
+    NOISE_BLOCK_S: the first drawn from `rng` (and drawn again from the saved state when it
+    is read again), the others from generators seeded from it, each overlapping the next by
+    NOISE_FADE_S, over which a cos/sin cross-fade keeps the variance 1. Reading forward, only
+    the block being read and the one before it are kept.
     """
 
     def __init__(self, rng: np.random.Generator, n: int, lo: float, hi: float) -> None:
         self.lo, self.hi = lo, hi
+        self._state = rng.bit_generator.state
         single = n <= _BLOCK + _FADE
-        self._first = _band_noise(rng, n if single else _BLOCK + _FADE, CONTROL_RATE, lo, hi)
+        first = _band_noise(rng, n if single else _BLOCK + _FADE, CONTROL_RATE, lo, hi)
+        self._whole = first if single else None
         self._seed = None if single else int(rng.integers(2**63))
-        self._cache: dict[int, np.ndarray] = {}
+        self._cache: dict[int, np.ndarray] = {} if single else {0: first}
 
     def _block(self, k: int) -> np.ndarray:
-        if k == 0:
-            return self._first
         if k not in self._cache:
-            if len(self._cache) >= 2:  # keep the block before this one; drop older ones
-                del self._cache[min(self._cache)]
-            rng = np.random.default_rng([self._seed or 0, k])
+            self._cache = {j: x for j, x in self._cache.items() if j == k - 1}
+            rng = _replay(self._state) if k == 0 else np.random.default_rng([self._seed, k])
             self._cache[k] = _band_noise(rng, _BLOCK + _FADE, CONTROL_RATE, self.lo, self.hi)
         return self._cache[k]
 
     def __getitem__(self, part: slice) -> np.ndarray:
         a, b = part.start, part.stop
-        if self._seed is None:
-            return self._first[a:b]
+        if self._whole is not None:
+            return self._whole[a:b]
         out = np.empty(max(0, b - a))
         for k in range(a // _BLOCK, (b - 1) // _BLOCK + 1):
             r = np.arange(max(a, k * _BLOCK), min(b, (k + 1) * _BLOCK)) - k * _BLOCK
