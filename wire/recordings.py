@@ -580,6 +580,8 @@ class _Samples:
         if piece is None:
             return False
         values, lead_off = piece
+        if not len(values):
+            return self._pull(keep_from)
         values = values.reshape(len(values), -1)
         n = len(values)
         info = np.iinfo(self._dtype)
@@ -593,7 +595,7 @@ class _Samples:
         lead = np.zeros(n, bool) if lead_off is None else np.asarray(lead_off, bool)
         new = (raw, missing, saturated, lead)
         if self._held is not None:
-            drop = max(0, keep_from - self._start)
+            drop = max(0, min(keep_from, self._end) - self._start)
             new = tuple(np.concatenate([h[drop:], x]) for h, x in zip(self._held, new,
                                                                      strict=True))
             self._start += drop
