@@ -557,17 +557,21 @@ class _Noise:
     NOISE_BLOCK_S: the first drawn from `rng` (and drawn again from the saved state when it
     is read again), the others from generators seeded from it, each overlapping the next by
     NOISE_FADE_S, over which a cos/sin cross-fade keeps the variance 1. Reading forward, only
-    the block being read and the one before it are kept.
+    the block being read (and the one before it, during the fade) is kept.
     """
 
     def __init__(self, rng: np.random.Generator, n: int, lo: float, hi: float) -> None:
         self.lo, self.hi = lo, hi
         self._state = rng.bit_generator.state
         single = n <= _BLOCK + _FADE
-        first = _band_noise(rng, n if single else _BLOCK + _FADE, CONTROL_RATE, lo, hi)
-        self._whole = first if single else None
-        self._seed = None if single else int(rng.integers(2**63))
-        self._cache: dict[int, np.ndarray] = {} if single else {0: first}
+        if single:
+            self._whole: np.ndarray | None = _band_noise(rng, n, CONTROL_RATE, lo, hi)
+            self._seed = None
+        else:  # draw the first block's white noise now (the order of draws); shape it later
+            self._whole = None
+            rng.standard_normal(_BLOCK + _FADE)
+            self._seed = int(rng.integers(2**63))
+        self._cache: dict[int, np.ndarray] = {}
 
     def _block(self, k: int) -> np.ndarray:
         if k not in self._cache:
@@ -582,13 +586,16 @@ class _Noise:
             return self._whole[a:b]
         out = np.empty(max(0, b - a))
         for k in range(a // _BLOCK, (b - 1) // _BLOCK + 1):
-            r = np.arange(max(a, k * _BLOCK), min(b, (k + 1) * _BLOCK)) - k * _BLOCK
+            lo, hi = max(a, k * _BLOCK), min(b, (k + 1) * _BLOCK)
+            r = np.arange(lo, hi) - k * _BLOCK
             x = self._block(k)[r]
             if k > 0 and r[0] < _FADE:
                 fade = r < _FADE
                 w = (r[fade] + 0.5) / _FADE * (np.pi / 2)
                 x[fade] = x[fade] * np.sin(w) + self._block(k - 1)[r[fade] + _BLOCK] * np.cos(w)
-            out[r[0] + k * _BLOCK - a:r[-1] + 1 + k * _BLOCK - a] = x
+            if r[-1] >= _FADE:  # past the fade: the block before is not needed again
+                self._cache.pop(k - 1, None)
+            out[lo - a:hi - a] = x
         return out
 
 

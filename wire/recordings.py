@@ -23,10 +23,10 @@ A block with no skin/electrode contact is flagged Flag.LEAD_OFF.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import heapq
-import itertools
 import math
 import os
 import sys
@@ -34,7 +34,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Protocol, TextIO, TypeVar
 
 import numpy as np
 
@@ -559,7 +559,33 @@ class DeviceClock:
         return t - epoch_start + self._offset(t) - self._offset(epoch_start)
 
 
+T = TypeVar("T")
 Piece = tuple[np.ndarray, "np.ndarray | None"]  # consecutive samples of a channel, lead-off
+
+
+def _fan_out(items: Iterable[T], n: int) -> list[Iterator[T]]:
+    """n iterators over `items`, like itertools.tee, but an item is let go as soon as every
+    iterator has passed it (tee frees its buffer only 57 items at a time: 57 chunks of a
+    simulation are most of two hours of samples)."""
+    source, held, first, position = iter(items), collections.deque(), 0, [0] * n
+    done = object()
+
+    def reader(i: int) -> Iterator[T]:
+        nonlocal first
+        while True:
+            if position[i] - first == len(held):
+                item = next(source, done)
+                if item is done:
+                    return
+                held.append(item)
+            item = held[position[i] - first]
+            position[i] += 1
+            while held and min(position) > first:
+                held.popleft()
+                first += 1
+            yield item  # type: ignore[misc]
+
+    return [reader(i) for i in range(n)]
 
 
 class _Samples:
@@ -739,7 +765,7 @@ def frames(
         for part in parts:
             yield getattr(part, name), part.lead_off.get(name)
 
-    copies = itertools.tee(pieces if pieces is not None else [s], len(regular))
+    copies = _fan_out(pieces if pieces is not None else [s], len(regular))
     channels = [channel_frames(channel, None, rate, dtype, scale, **common,
                                pieces=of(name, parts))
                 for (name, channel, rate, dtype, scale), parts in zip(regular, copies,
