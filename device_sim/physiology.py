@@ -29,6 +29,10 @@ The models, smallest first (references in docs/simulator.md):
 Everything random comes from one numpy Generator, so a seed reproduces a recording exactly.
 Latent, slow signals are computed on a 50 Hz control grid and evaluated at the exact sample
 times of each sensor, so the PPG and accelerometer rates are independent parameters.
+
+A `Simulation` computes the samples chunk by chunk (the control grid walked forward with its
+running sums carried, the sample noise replayed from saved generator states), so a day is
+never in memory and every chunk length gives the same bytes; `simulate` joins the chunks.
 """
 
 from __future__ import annotations
@@ -312,9 +316,8 @@ class Simulation:
         self.ppg_scale = 1.0
         n_sec = trajectory.duration_s
         self.duration_s = n_sec
-        self.n_ppg = round(n_sec * self.ppg_rate)
-        self.n_acc = round(n_sec * self.acc_rate)
-        self.n_ecg = round(n_sec * self.ecg_rate)
+        self._rates = {"ppg": self.ppg_rate, "acc": self.acc_rate, "ecg": self.ecg_rate}
+        self._sizes = {name: round(n_sec * rate) for name, rate in self._rates.items()}
         lat = _Latent.draw(trajectory, rng, arteries or Arteries())
         self._body = _Body.draw(lat, rng)
         self._heart = _Heart.draw(lat, rng)
@@ -322,8 +325,8 @@ class Simulation:
         self._lat = lat
         # The sample noise is drawn after everything above, accelerometer then PPG, one
         # value per sample: remember where each starts and step over it, to replay it later.
-        self._acc_noise = _skip(rng, (self.n_acc, 3), 0.004 * self.noise)
-        self._ppg_noise = (_skip(rng, (self.n_ppg,), 0.02 * PPG_AC * self.noise)
+        self._acc_noise = _skip(rng, (self._sizes["acc"], 3), 0.004 * self.noise)
+        self._ppg_noise = (_skip(rng, (self._sizes["ppg"],), 0.02 * PPG_AC * self.noise)
                            if self.noise > 0 else None)
 
         # Independent generators for what came later, so one never shifts another.
@@ -358,11 +361,9 @@ class Simulation:
         """What detach, lead_off, motion and cgm_gap do to the signals, in fault order
         (each fault's own samples: they are as long as the fault)."""
         has_ecg = self._ecg is not None
-        sizes = {"ppg": self.n_ppg, "acc": self.n_acc, "ecg": self.n_ecg}
-        rates = {"ppg": self.ppg_rate, "acc": self.acc_rate, "ecg": self.ecg_rate}
 
         def span(channel: str, fault: Fault) -> tuple[int, int]:
-            n, rate = sizes[channel], rates[channel]
+            n, rate = self._sizes[channel], self._rates[channel]
             return min(n, round(fault.start_s * rate)), min(n, round(fault.end_s * rate))
 
         effects: list[_Effect] = []
@@ -377,7 +378,7 @@ class Simulation:
             elif fault.kind == "lead_off" and has_ecg:
                 effects.append(_Effect("ecg", *span("ecg", fault), "set", 0.0, lead_off=True))
             elif fault.kind == "motion":
-                effects += _motion_burst(fault, span, rates, rng, has_ecg)
+                effects += _motion_burst(fault, span, self._rates, rng, has_ecg)
             elif fault.kind == "cgm_gap" and self.cgm is not None:
                 times, readings = self.cgm
                 readings[(times >= fault.start_s) & (times < fault.end_s)] = np.nan
@@ -401,7 +402,7 @@ class Simulation:
             acc += acc_noise.normal(0.0, 0.004 * noise, acc.shape)
             t = _sample_times(start, end, self.ppg_rate)
             ppg = self._heart.ppg(t, grid) + self._coupling.baseline(t, noise, grid)
-            if noise > 0 and ppg_noise is not None:
+            if ppg_noise is not None:  # noise > 0
                 ppg += self._coupling.artefact(t, self._body, self.ppg_rate, noise, grid)
                 ppg += ppg_noise.normal(0.0, 0.02 * PPG_AC * noise, ppg.shape)
             ecg = None
@@ -409,8 +410,7 @@ class Simulation:
                 t = _sample_times(start, end, self.ecg_rate)
                 ecg = self._ecg.ecg(t, self.ecg_rate, noise, grid)
             signals = {"ppg": ppg, "acc": acc, "ecg": ecg}
-            rates = {"ppg": self.ppg_rate, "acc": self.acc_rate, "ecg": self.ecg_rate}
-            first = {name: round(start * rate) for name, rate in rates.items()}
+            first = {name: round(start * rate) for name, rate in self._rates.items()}
             lead_off = {c: np.zeros(len(signals[c]), bool) for c in sorted(lead_channels)
                         if signals[c] is not None}
             for effect in self._effects:
