@@ -567,23 +567,23 @@ def _fan_out(items: Iterable[T], n: int) -> list[Iterator[T]]:
     """n iterators over `items`, like itertools.tee, but an item is let go as soon as every
     iterator has passed it (tee frees its buffer only 57 items at a time: 57 chunks of a
     simulation are most of two hours of samples)."""
-    source, held, first, position = iter(items), collections.deque(), 0, [0] * n
-    done = object()
+    source, first, position = iter(items), 0, [0] * n
+    held: collections.deque[T] = collections.deque()
 
     def reader(i: int) -> Iterator[T]:
         nonlocal first
         while True:
             if position[i] - first == len(held):
-                item = next(source, done)
-                if item is done:
+                try:
+                    held.append(next(source))
+                except StopIteration:
                     return
-                held.append(item)
             item = held[position[i] - first]
             position[i] += 1
             while held and min(position) > first:
                 held.popleft()
                 first += 1
-            yield item  # type: ignore[misc]
+            yield item
 
     return [reader(i) for i in range(n)]
 
@@ -619,7 +619,7 @@ class _Samples:
             saturated |= self._saturated[self._end:self._end + n]
         raw = np.clip(np.nan_to_num(raw), info.min, info.max).astype(self._dtype)
         lead = np.zeros(n, bool) if lead_off is None else np.asarray(lead_off, bool)
-        new = (raw, missing, saturated, lead)
+        new = tuple(np.asarray(x) for x in (raw, missing, saturated, lead))
         if self._held is not None:
             drop = max(0, min(keep_from, self._end) - self._start)
             new = tuple(np.concatenate([h[drop:], x]) for h, x in zip(self._held, new,
@@ -753,7 +753,7 @@ def frames(
     """
     s = signals
     common = {"device_id": device_id, "frames_per_second": frames_per_second, "clock": clock}
-    regular = []
+    regular: list[tuple[str, Channel, float, np.dtype, float]] = []
     if "ppg" in s.channels:
         regular.append(("ppg", Channel.PPG, s.ppg_rate, np.dtype("<i4"), s.ppg_scale))
     if "acc" in s.channels:
