@@ -882,7 +882,8 @@ class _Heart:
 def _ipfm_beats(lat: _Latent, hrv_scale: float, mayer: _Noise, vlf: _Noise,
                 cycle0: float) -> tuple[np.ndarray, np.ndarray]:
     """IPFM: the beat rate is the target HR modulated by RSA, Mayer waves and VLF wander;
-    a beat falls wherever its integral crosses an integer. (beat times, in AF?) per beat."""
+    a beat falls wherever its integral crosses an integer. Returns the beat times and, per
+    beat, whether it falls inside an AF episode."""
     walk = _Walk(lat)
     beats, af_at = [], []
     carry: float | None = None  # the running sum of the beat rate so far
