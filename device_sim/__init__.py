@@ -8,7 +8,7 @@
 
 from device_sim.errors import ScenarioError, SimulatorError, WriterError
 from device_sim.faults import FAULT_KINDS, Fault, parse_fault
-from device_sim.physiology import Recording, Truth, simulate, synthesize
+from device_sim.physiology import Recording, Simulation, Truth, simulate, simulation, synthesize
 from device_sim.recordings import RecordingError, load_recording
 from device_sim.scenarios import (
     ACTIVITIES,
@@ -35,6 +35,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "Segment",
+    "Simulation",
     "SimulatorError",
     "Trajectory",
     "Truth",
@@ -47,6 +48,7 @@ __all__ = [
     "random_scenario",
     "scenario_names",
     "simulate",
+    "simulation",
     "stream",
     "synthesize",
 ]

@@ -27,7 +27,7 @@ from typing import NoReturn
 
 from device_sim.errors import ScenarioError, SimulatorError
 from device_sim.faults import Fault, parse_fault, windows
-from device_sim.physiology import MAX_RATE_HZ, MIN_RATE_HZ, Recording, simulate
+from device_sim.physiology import MAX_RATE_HZ, MIN_RATE_HZ, Recording, Simulation, simulation
 from device_sim.progress import Progress
 from device_sim.recordings import as_recording
 from device_sim.scenarios import CHANNELS, SCENARIOS, get_scenario, load_scenario
@@ -249,7 +249,9 @@ def _open_writer(args: argparse.Namespace, link: str | None = None) -> Writer:
     return FileWriter(args.out)
 
 
-def _recordings(args: argparse.Namespace) -> list[Recording]:
+def _recordings(args: argparse.Namespace) -> list[Recording | Simulation]:
+    """What each device streams: a recording read from a file, or simulations, which compute
+    their signals chunk by chunk while they stream (memory does not grow with duration)."""
     if args.command == "replay":
         signals = load_signals(args.file)
         for note in signals.notes:  # e.g. an irregular time_s resampled: say so
@@ -261,14 +263,15 @@ def _recordings(args: argparse.Namespace) -> list[Recording]:
         scenario = get_scenario(args.scenario)
     if args.duration is not None:
         scenario = scenario.with_duration(args.duration)
-    if args.progress > 0 and scenario.duration_s >= 3600:  # a long day takes a while to compute
+    if args.progress > 0 and scenario.duration_s >= 3600:  # a long run takes a while
         print(f"{PROG}: simulating {scenario.duration_s / 3600:.3g} h of {scenario.name!r} "
               f"for {args.devices} device(s)", file=sys.stderr, flush=True)
     # Device i gets seed + i: the same people every run, but different from one another.
-    recordings = [simulate(scenario, args.seed + i, ppg_rate=args.ppg_rate,
-                           acc_rate=args.acc_rate, noise=args.noise, ecg_rate=args.ecg_rate,
-                           channels=args.channels, faults=args.fault)
-                  for i in range(args.devices)]
+    recordings: list[Recording | Simulation] = [
+        simulation(scenario, args.seed + i, ppg_rate=args.ppg_rate, acc_rate=args.acc_rate,
+                   noise=args.noise, ecg_rate=args.ecg_rate, channels=args.channels,
+                   faults=args.fault)
+        for i in range(args.devices)]
     if args.truth:
         for i, rec in enumerate(recordings):
             path = args.truth if args.devices == 1 else _numbered(args.truth, i + 1)
@@ -303,7 +306,7 @@ def _run(args: argparse.Namespace) -> int:
     tracked = [progress.add(args.device_id + i, float(rec.duration_s), _waiting(writer))
                for i, (rec, writer) in enumerate(zip(recordings, writers, strict=True))]
 
-    def play(rec: Recording, device_id: int, writer: Writer) -> None:
+    def play(rec: Recording | Simulation, device_id: int, writer: Writer) -> None:
         finished = False
         track = tracked[device_id - args.device_id]
         try:
@@ -333,8 +336,9 @@ def _waiting(writer: Writer) -> Callable[[], str | None] | None:
     return lambda: f"a reader on {writer.path}" if writer.awaiting_reader() else None
 
 
-def _play_all(play: Callable[[Recording, int, Writer], None],
-              jobs: list[tuple[Recording, int, Writer]], stop: threading.Event) -> None:
+def _play_all(play: Callable[[Recording | Simulation, int, Writer], None],
+              jobs: list[tuple[Recording | Simulation, int, Writer]],
+              stop: threading.Event) -> None:
     if len(jobs) == 1:
         play(*jobs[0])
     else:

@@ -29,6 +29,10 @@ The models, smallest first (references in docs/simulator.md):
 Everything random comes from one numpy Generator, so a seed reproduces a recording exactly.
 Latent, slow signals are computed on a 50 Hz control grid and evaluated at the exact sample
 times of each sensor, so the PPG and accelerometer rates are independent parameters.
+
+A `Simulation` computes the samples chunk by chunk (the control grid walked forward with its
+running sums carried, the sample noise replayed from saved generator states), so a day is
+never in memory and every chunk length gives the same bytes; `simulate` joins the chunks.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -55,6 +59,9 @@ from device_sim.scenarios import (
 CONTROL_RATE = 50.0  # Hz, grid for slow latent signals (HR, respiration, cadence)
 MARGIN_S = 4.0  # simulated before t=0 and after the end, so pulses at the edges overlap fully
 MIN_RATE_HZ, MAX_RATE_HZ = 10.0, 10_000.0
+# Band-limited noise on the control grid is one FFT over the whole grid up to this length
+# plus the fade (~65 min); longer, a chain of such blocks cross-faded (see _Noise).
+NOISE_BLOCK_S, NOISE_FADE_S = 3600.0, 300.0
 
 PPG_DC = 100_000.0  # a.u.; raw photodiode level (green LED, wrist)
 PPG_AC = 1_000.0  # a.u.; typical pulse amplitude, ~1 % perfusion index
@@ -160,6 +167,19 @@ class Recording:
         return len(self.truth.t)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """The dense signals of seconds [start_s, end_s) of a simulation (see `Simulation.chunks`):
+    samples round(start_s * rate) up to round(end_s * rate) of each channel."""
+
+    start_s: int
+    end_s: int
+    ppg: np.ndarray
+    acc: np.ndarray
+    ecg: np.ndarray | None
+    lead_off: dict[str, np.ndarray]
+
+
 def simulate(
     scenario: Scenario | str,
     seed: int = 0,
@@ -184,12 +204,33 @@ def simulate(
     seed, changing only a sample rate keeps the same beats, breathing and movement.
     `arteries` (default: the population reference) sets the subject's arterial path and
     stiffness, which shape how pressure moves the pulse arrival time and the pulse.
+
+    The whole recording in memory; `simulation` gives the same signals a chunk at a time.
     """
+    return simulation(scenario, seed, ppg_rate=ppg_rate, acc_rate=acc_rate, noise=noise,
+                      ecg_rate=ecg_rate, channels=channels, faults=faults,
+                      arteries=arteries).recording()
+
+
+def simulation(
+    scenario: Scenario | str,
+    seed: int = 0,
+    *,
+    ppg_rate: float = 64.0,
+    acc_rate: float = 32.0,
+    noise: float = 1.0,
+    ecg_rate: float = 250.0,
+    channels: Iterable[str] | None = None,
+    faults: Iterable[Fault] = (),
+    arteries: Arteries | None = None,
+) -> Simulation:
+    """`simulate`'s recording as a `Simulation`: truth and sparse readings now, the dense
+    signals chunk by chunk (`Simulation.chunks`), so a day never sits in memory."""
     if isinstance(scenario, str):
         scenario = get_scenario(scenario)
     rng = np.random.default_rng(seed)
     trajectory = scenario.trajectory(rng)
-    return synthesize(trajectory, rng, ppg_rate=ppg_rate, acc_rate=acc_rate, noise=noise,
+    return Simulation(trajectory, rng, ppg_rate=ppg_rate, acc_rate=acc_rate, noise=noise,
                       ecg_rate=ecg_rate,
                       channels=scenario.channels if channels is None else channels,
                       faults=(*scenario.faults, *faults), arteries=arteries)
@@ -221,80 +262,262 @@ def synthesize(
     faults: Iterable[Fault] = (),
     arteries: Arteries | None = None,
 ) -> Recording:
-    """Signals for any per-second trajectory (the engine behind `simulate`).
+    """Signals for any per-second trajectory (the engine behind `simulate`), in memory."""
+    return Simulation(trajectory, rng, ppg_rate=ppg_rate, acc_rate=acc_rate, noise=noise,
+                      ecg_rate=ecg_rate, channels=channels, faults=faults,
+                      arteries=arteries).recording()
+
+
+class Simulation:
+    """A recording that is computed as it is read: what a long run streams.
+
+    Building it draws every random quantity in the order the physiology always has (so a
+    seed gives the same bytes) and computes what is small: per-beat parameters, the per-second
+    truth, cuff and CGM readings. `chunks()` then produces the dense signals a slice of time
+    at a time: the control grid of that slice, the samples, the noise of those samples
+    (replayed from the generator state where it started) and the signal faults. Memory stays
+    that of one chunk plus the noise blocks (NOISE_BLOCK_S), whatever the duration.
 
     Only PPG and accelerometer draw from `rng` before the PPG noise, so adding channels or
     faults never changes those two signals; everything else draws from generators seeded
     after them.
     """
-    ppg_rate = check_rate("ppg_rate", ppg_rate)
-    acc_rate = check_rate("acc_rate", acc_rate)
-    ecg_rate = check_rate("ecg_rate", ecg_rate)
-    channels = tuple(channels)
-    unknown = [c for c in channels if c not in CHANNELS]
-    if unknown:
-        raise SimulatorError(f"unknown channel {unknown[0]!r}; use some of: {', '.join(CHANNELS)}")
-    faults = tuple(faults)
-    try:
-        level = float(noise)
-    except (TypeError, ValueError):
-        level = float("nan")
-    if not (0 <= level < float("inf")):
-        raise SimulatorError(f"noise {noise!r} must be zero or a positive number (1 = typical)")
-    noise = level
-    n_sec = trajectory.duration_s
-    latent = _Latent.draw(trajectory, rng, arteries or Arteries())
-    body = _Body.draw(latent, rng)
-    heart = _Heart.draw(latent, rng)
-    ppg_gain = _PpgCoupling.draw(latent, rng)
 
-    t_acc = np.arange(round(n_sec * acc_rate)) / acc_rate
-    acc = _in_blocks(lambda t: body.acceleration(t, acc_rate), t_acc)
-    acc += rng.normal(0.0, 0.004 * noise, acc.shape)  # MEMS noise density at ~30 Hz bandwidth
+    def __init__(
+        self,
+        trajectory: Trajectory,
+        rng: np.random.Generator,
+        *,
+        ppg_rate: float = 64.0,
+        acc_rate: float = 32.0,
+        noise: float = 1.0,
+        ecg_rate: float = 250.0,
+        channels: Iterable[str] = DEFAULT_CHANNELS,
+        faults: Iterable[Fault] = (),
+        arteries: Arteries | None = None,
+    ) -> None:
+        self.ppg_rate = check_rate("ppg_rate", ppg_rate)
+        self.acc_rate = check_rate("acc_rate", acc_rate)
+        self.ecg_rate = check_rate("ecg_rate", ecg_rate)
+        self.channels = tuple(channels)
+        unknown = [c for c in self.channels if c not in CHANNELS]
+        if unknown:
+            raise SimulatorError(
+                f"unknown channel {unknown[0]!r}; use some of: {', '.join(CHANNELS)}")
+        self.faults = tuple(faults)
+        try:
+            level = float(noise)
+        except (TypeError, ValueError):
+            level = float("nan")
+        if not (0 <= level < float("inf")):
+            raise SimulatorError(
+                f"noise {noise!r} must be zero or a positive number (1 = typical)")
+        self.noise = level
+        self.ppg_scale = 1.0
+        n_sec = trajectory.duration_s
+        self.duration_s = n_sec
+        self._rates = {"ppg": self.ppg_rate, "acc": self.acc_rate, "ecg": self.ecg_rate}
+        self._sizes = {name: round(n_sec * rate) for name, rate in self._rates.items()}
+        lat = _Latent.draw(trajectory, rng, arteries or Arteries())
+        self._body = _Body.draw(lat, rng)
+        self._heart = _Heart.draw(lat, rng)
+        self._coupling = _PpgCoupling.draw(lat, rng)
+        self._lat = lat
+        # The sample noise is drawn after everything above, accelerometer then PPG, one
+        # value per sample: remember where each starts and step over it, to replay it later.
+        self._acc_noise = _skip(rng, (self._sizes["acc"], 3), 0.004 * self.noise)
+        self._ppg_noise = (_skip(rng, (self._sizes["ppg"],), 0.02 * PPG_AC * self.noise)
+                           if self.noise > 0 else None)
 
-    t_ppg = np.arange(round(n_sec * ppg_rate)) / ppg_rate
+        # Independent generators for what came later, so one never shifts another.
+        ecg_rng, cuff_rng, cgm_rng, fault_rng = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(
+                int(rng.integers(2**63))).spawn(4))
+        self._ecg = _Ecg.draw(lat, self._heart, ecg_rng) if "ecg" in self.channels else None
+        seconds = np.arange(n_sec, dtype=float)
+        glucose_min = glucose.plasma_glucose(n_sec, trajectory.meal_g, trajectory.bolus_u,
+                                             trajectory.basal_glucose_mg_dl)
+        self.cgm = (glucose.cgm_readings(glucose_min, n_sec, cgm_rng, self.noise)
+                    if "cgm" in self.channels else None)
+        self.cuff = (_cuff_readings(trajectory, cuff_rng, self.noise)
+                     if "bp" in self.channels else None)
+        heart = self._heart
+        self.truth = Truth(
+            t=seconds,
+            hr_bpm=heart.mean_hr(seconds),
+            motion=trajectory.motion.astype(float).copy(),
+            resp_rate_bpm=np.diff(heart.resp_phase_at_seconds) / (2 * np.pi) * 60.0,
+            beat_times=heart.beats[(heart.beats >= 0) & (heart.beats < n_sec)],
+            sbp_mmhg=trajectory.sbp_mmhg.astype(float).copy(),
+            dbp_mmhg=trajectory.dbp_mmhg.astype(float).copy(),
+            glucose_mg_dl=glucose.per_second(glucose_min, n_sec),
+            pat_ms=1000.0 * np.interp(seconds + 0.5, heart.beats, heart.onset - heart.beats),
+            rhythm=np.where(trajectory.af, "af", "sinus"),
+            faults=active_kinds(self.faults, n_sec),
+        )
+        self._effects = self._fault_effects(fault_rng)
 
-    def ppg_block(t: np.ndarray) -> np.ndarray:
-        y = heart.ppg(t) + ppg_gain.baseline(t, noise)
-        if noise > 0:
-            y += ppg_gain.artefact(t, body, ppg_rate, noise)
-        return y
+    def _fault_effects(self, rng: np.random.Generator) -> list[_Effect]:
+        """What detach, lead_off, motion and cgm_gap do to the signals, in fault order
+        (each fault's own samples: they are as long as the fault)."""
+        has_ecg = self._ecg is not None
 
-    ppg = _in_blocks(ppg_block, t_ppg)
-    if noise > 0:
-        ppg += rng.normal(0.0, 0.02 * PPG_AC * noise, ppg.shape)
+        def span(channel: str, fault: Fault) -> tuple[int, int]:
+            n, rate = self._sizes[channel], self._rates[channel]
+            return min(n, round(fault.start_s * rate)), min(n, round(fault.end_s * rate))
 
-    # Independent generators for what came later, so one never shifts another.
-    ecg_rng, cuff_rng, cgm_rng, fault_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(
-            int(rng.integers(2**63))).spawn(4))
-    ecg = None
-    if "ecg" in channels:
-        t_ecg = np.arange(round(n_sec * ecg_rate)) / ecg_rate
-        ecg_model = _Ecg.draw(latent, heart, ecg_rng)
-        ecg = _in_blocks(lambda t: ecg_model.ecg(t, ecg_rate, noise), t_ecg)
-    seconds = np.arange(n_sec, dtype=float)
-    glucose_min = glucose.plasma_glucose(n_sec, trajectory.meal_g, trajectory.bolus_u,
-                                         trajectory.basal_glucose_mg_dl)
-    cgm = glucose.cgm_readings(glucose_min, n_sec, cgm_rng, noise) if "cgm" in channels else None
-    cuff = _cuff_readings(trajectory, cuff_rng, noise) if "bp" in channels else None
-    truth = Truth(
-        t=seconds,
-        hr_bpm=heart.mean_hr(seconds),
-        motion=trajectory.motion.astype(float).copy(),
-        resp_rate_bpm=latent.mean_resp_rate(seconds),
-        beat_times=heart.beats[(heart.beats >= 0) & (heart.beats < n_sec)],
-        sbp_mmhg=trajectory.sbp_mmhg.astype(float).copy(),
-        dbp_mmhg=trajectory.dbp_mmhg.astype(float).copy(),
-        glucose_mg_dl=glucose.per_second(glucose_min, n_sec),
-        pat_ms=1000.0 * np.interp(seconds + 0.5, heart.beats, heart.onset - heart.beats),
-        rhythm=np.where(trajectory.af, "af", "sinus"),
-        faults=active_kinds(faults, n_sec),
-    )
-    rec = Recording(ppg, ppg_rate, acc, acc_rate, truth, ecg, ecg_rate, cgm, cuff,
-                    faults=faults, channels=channels)
-    return _apply_signal_faults(rec, faults, body, fault_rng)
+        effects: list[_Effect] = []
+        for fault in self.faults:
+            if fault.kind == "detach":
+                a, b = span("ppg", fault)
+                if fault.mode == "saturated":  # bright ambient light: the ADC rails
+                    effects.append(_Effect("ppg", a, b, "set", 2.0**31))
+                else:  # only ambient light, no pulse; the device reports no skin contact
+                    ambient = PPG_AMBIENT + rng.normal(0.0, 5.0, b - a)
+                    effects.append(_Effect("ppg", a, b, "set", ambient, lead_off=True))
+            elif fault.kind == "lead_off" and has_ecg:
+                effects.append(_Effect("ecg", *span("ecg", fault), "set", 0.0, lead_off=True))
+            elif fault.kind == "motion":
+                effects += _motion_burst(fault, span, self._rates, rng, has_ecg)
+            elif fault.kind == "cgm_gap" and self.cgm is not None:
+                times, readings = self.cgm
+                readings[(times >= fault.start_s) & (times < fault.end_s)] = np.nan
+        return effects
 
+    def chunks(self, seconds: int = 120) -> Iterator[Chunk]:
+        """The dense signals, `seconds` of them at a time (the last chunk may be shorter).
+        Every chunk size gives the same samples as the whole recording at once."""
+        if not (isinstance(seconds, int) and seconds >= 1):
+            raise SimulatorError(f"chunk length {seconds!r} must be a whole number of seconds")
+        walk = _Walk(self._lat, self._body, self._heart, self._coupling, self._ecg)
+        acc_noise = _replay(self._acc_noise)
+        ppg_noise = _replay(self._ppg_noise) if self._ppg_noise is not None else None
+        lead_channels = {e.channel for e in self._effects if e.lead_off and e.stop > e.start}
+        noise = self.noise
+        for start in range(0, self.duration_s, seconds):
+            end = min(self.duration_s, start + seconds)
+            grid = walk.window(*_control_span(start, end, self._lat.n))
+            t = _sample_times(start, end, self.acc_rate)
+            acc = self._body.acceleration(t, self.acc_rate, grid)
+            acc += acc_noise.normal(0.0, 0.004 * noise, acc.shape)
+            t = _sample_times(start, end, self.ppg_rate)
+            ppg = self._heart.ppg(t, grid) + self._coupling.baseline(t, noise, grid)
+            if ppg_noise is not None:  # noise > 0
+                ppg += self._coupling.artefact(t, self._body, self.ppg_rate, noise, grid)
+                ppg += ppg_noise.normal(0.0, 0.02 * PPG_AC * noise, ppg.shape)
+            ecg = None
+            if self._ecg is not None:
+                t = _sample_times(start, end, self.ecg_rate)
+                ecg = self._ecg.ecg(t, self.ecg_rate, noise, grid)
+            signals = {"ppg": ppg, "acc": acc, "ecg": ecg}
+            first = {name: round(start * rate) for name, rate in self._rates.items()}
+            lead_off = {c: np.zeros(len(signals[c]), bool) for c in sorted(lead_channels)
+                        if signals[c] is not None}
+            for effect in self._effects:
+                effect.apply(signals[effect.channel], first[effect.channel],
+                             lead_off.get(effect.channel))
+            yield Chunk(start, end, ppg, acc, ecg, lead_off)
+
+    def recording(self, chunk_s: int = 600) -> Recording:
+        """All of it in memory, as one Recording (joined from `chunks`)."""
+        parts = list(self.chunks(chunk_s))
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
+        ecg = joined("ecg") if self._ecg is not None else None
+        lead_off = {c: np.concatenate([p.lead_off[c] for p in parts])
+                    for c in (parts[0].lead_off if parts else {})}
+        return Recording(joined("ppg"), self.ppg_rate, joined("acc"), self.acc_rate,
+                         self.truth, ecg, self.ecg_rate, self.cgm, self.cuff,
+                         lead_off=lead_off, faults=self.faults, channels=self.channels)
+
+
+@dataclass(frozen=True)
+class _Effect:
+    """A signal fault on samples [start, stop) of one channel: set them to `values`, or add
+    `values` to them; `lead_off` also flags them."""
+
+    channel: str
+    start: int
+    stop: int
+    how: str  # "set" or "add"
+    values: np.ndarray | float
+    lead_off: bool = False
+
+    def apply(self, signal: np.ndarray | None, first: int,
+              lead_off: np.ndarray | None) -> None:
+        """On a chunk of `signal` whose first sample is sample `first` of the recording."""
+        if signal is None:
+            return
+        a, b = max(self.start, first), min(self.stop, first + len(signal))
+        if a >= b:
+            return
+        part = slice(a - first, b - first)
+        values = self.values
+        if isinstance(values, np.ndarray):
+            values = values[a - self.start:b - self.start]
+        if self.how == "set":
+            signal[part] = values
+        else:
+            signal[part] += values
+        if self.lead_off and lead_off is not None:
+            lead_off[part] = True
+
+
+def _motion_burst(fault: Fault, span: Callable[[str, Fault], tuple[int, int]],
+                  rates: dict[str, float], rng: np.random.Generator,
+                  has_ecg: bool) -> list[_Effect]:
+    """Vigorous, irregular movement (scratching, shaking the wrist): 1-8 Hz acceleration of
+    `level` g RMS per axis, coupled into the PPG (sensor-skin movement) and the ECG
+    (electrode motion), with 0.5 s fade in and out."""
+    def burst(channel: str, axes: int) -> tuple[int, int, np.ndarray]:
+        a, b = span(channel, fault)
+        m, rate = b - a, rates[channel]
+        if m < 2:
+            return a, b, np.zeros((max(m, 0), axes))
+        env = np.clip(np.minimum(np.arange(m), m - 1 - np.arange(m)) / (0.5 * rate), 0, 1)
+        shake = np.stack([_band_noise(rng, m, rate, 1.0, min(8.0, 0.45 * rate))
+                          for _ in range(axes)], axis=1)
+        return a, b, fault.level * env[:, None] * shake
+
+    a, b, shake = burst("acc", 3)
+    effects = [_Effect("acc", a, b, "add", shake)]
+    a, b, shake = burst("ppg", 1)
+    effects.append(_Effect("ppg", a, b, "add", 3.0 * PPG_AC * shake[:, 0]))
+    if has_ecg:
+        a, b, shake = burst("ecg", 1)
+        effects.append(_Effect("ecg", a, b, "add", 0.3 * shake[:, 0]))
+    return effects
+
+
+def _skip(rng: np.random.Generator, shape: tuple[int, ...], scale: float,
+          block: int = 1 << 16) -> dict:
+    """Step `rng` over rng.normal(0, scale, shape), as if it had been drawn; returns the
+    state it started from (`_replay`). Drawing in blocks gives the same values, in order."""
+    start = rng.bit_generator.state
+    for i in range(0, shape[0], block):
+        rng.normal(0.0, scale, (min(block, shape[0] - i), *shape[1:]))
+    return start
+
+
+def _replay(state: dict) -> np.random.Generator:
+    """A generator that continues from `state` (one saved by `_skip`)."""
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
+def _sample_times(start_s: int, end_s: int, rate: float) -> np.ndarray:
+    """Times of samples round(start_s rate) .. round(end_s rate) - 1 of a channel."""
+    return np.arange(round(start_s * rate), round(end_s * rate)) / rate
+
+
+def _control_span(start_s: float, end_s: float, n: int) -> tuple[int, int]:
+    """Control-grid indices around [start_s, end_s], a sample to spare on each side."""
+    a = int(np.floor((start_s + MARGIN_S) * CONTROL_RATE)) - 1
+    b = int(np.ceil((end_s + MARGIN_S) * CONTROL_RATE)) + 2
+    return max(0, a), min(n, b)
 
 def _cuff_readings(traj: Trajectory, rng: np.random.Generator,
                    noise: float) -> tuple[np.ndarray, np.ndarray]:
@@ -305,67 +528,6 @@ def _cuff_readings(traj: Trajectory, rng: np.random.Generator,
     values = np.stack([traj.sbp_mmhg[idx], traj.dbp_mmhg[idx]], axis=1)
     values += rng.normal(0.0, 4.0 * min(noise, 1.0), values.shape)
     return times, np.round(values)
-
-
-def _apply_signal_faults(rec: Recording, faults: tuple[Fault, ...], body: _Body,
-                         rng: np.random.Generator) -> Recording:
-    """What detach, lead_off, motion and cgm_gap do to the signals a device measures."""
-    def span(rate: float, n: int, fault: Fault) -> slice:
-        return slice(min(n, round(fault.start_s * rate)), min(n, round(fault.end_s * rate)))
-
-    lead_off = {"ppg": np.zeros(len(rec.ppg), bool)}
-    if rec.ecg is not None:
-        lead_off["ecg"] = np.zeros(len(rec.ecg), bool)
-    for fault in faults:
-        if fault.kind == "detach":
-            part = span(rec.ppg_rate, len(rec.ppg), fault)
-            if fault.mode == "saturated":  # bright ambient light: the ADC rails (SATURATED)
-                rec.ppg[part] = 2.0**31
-            else:  # only ambient light, no pulse; the device reports no skin contact
-                rec.ppg[part] = PPG_AMBIENT + rng.normal(0.0, 5.0, len(rec.ppg[part]))
-                lead_off["ppg"][part] = True
-        elif fault.kind == "lead_off" and rec.ecg is not None:
-            part = span(rec.ecg_rate, len(rec.ecg), fault)
-            rec.ecg[part] = 0.0
-            lead_off["ecg"][part] = True
-        elif fault.kind == "motion":
-            _motion_burst(rec, fault, rng)
-        elif fault.kind == "cgm_gap" and rec.cgm is not None:
-            times, readings = rec.cgm
-            readings[(times >= fault.start_s) & (times < fault.end_s)] = np.nan
-    rec.lead_off.update({k: v for k, v in lead_off.items() if v.any()})
-    return rec
-
-
-def _motion_burst(rec: Recording, fault: Fault, rng: np.random.Generator) -> None:
-    """Vigorous, irregular movement (scratching, shaking the wrist): 1-8 Hz acceleration of
-    `level` g RMS per axis, coupled into the PPG (sensor-skin movement) and the ECG
-    (electrode motion), with 0.5 s fade in and out."""
-    def burst(rate: float, n: int, axes: int) -> tuple[slice, np.ndarray]:
-        part = slice(min(n, round(fault.start_s * rate)), min(n, round(fault.end_s * rate)))
-        m = part.stop - part.start
-        if m < 2:
-            return part, np.zeros((max(m, 0), axes))
-        env = np.clip(np.minimum(np.arange(m), m - 1 - np.arange(m)) / (0.5 * rate), 0, 1)
-        shake = np.stack([_band_noise(rng, m, rate, 1.0, min(8.0, 0.45 * rate))
-                          for _ in range(axes)], axis=1)
-        return part, fault.level * env[:, None] * shake
-
-    part, shake = burst(rec.acc_rate, len(rec.acc), 3)
-    rec.acc[part] += shake
-    part, shake = burst(rec.ppg_rate, len(rec.ppg), 1)
-    rec.ppg[part] += 3.0 * PPG_AC * shake[:, 0]
-    if rec.ecg is not None:
-        part, shake = burst(rec.ecg_rate, len(rec.ecg), 1)
-        rec.ecg[part] += 0.3 * shake[:, 0]
-
-
-def _in_blocks(fn: Callable[[np.ndarray], np.ndarray], t: np.ndarray,
-               block: int = 1 << 18) -> np.ndarray:
-    """fn over t in blocks: same result, but hours of samples need no huge temporaries."""
-    if len(t) <= block:
-        return fn(t)
-    return np.concatenate([fn(t[i:i + block]) for i in range(0, len(t), block)])
 
 
 def _band_noise(rng: np.random.Generator, n: int, rate: float, lo: float, hi: float) -> np.ndarray:
@@ -382,49 +544,236 @@ def _band_noise(rng: np.random.Generator, n: int, rate: float, lo: float, hi: fl
     return x[:n] / x.std()
 
 
+_BLOCK = round(NOISE_BLOCK_S * CONTROL_RATE)
+_FADE = round(NOISE_FADE_S * CONTROL_RATE)
+
+
+class _Noise:
+    """Band-limited noise on the control grid (`_band_noise`), read a stretch at a time.
+
+    Up to NOISE_BLOCK_S + NOISE_FADE_S long it is one `_band_noise` of the whole grid, drawn
+    from `rng` (what the simulator has always drawn). Longer, the FFT over the whole grid
+    would need the whole day in memory, so it is a chain of blocks of that length, one every
+    NOISE_BLOCK_S: the first drawn from `rng` (and drawn again from the saved state when it
+    is read again), the others from generators seeded from it, each overlapping the next by
+    NOISE_FADE_S, over which a cos/sin cross-fade keeps the variance 1. Reading forward, only
+    the block being read (and the one before it, during the fade) is kept.
+    """
+
+    def __init__(self, rng: np.random.Generator, n: int, lo: float, hi: float) -> None:
+        self.lo, self.hi = lo, hi
+        self._state = rng.bit_generator.state
+        single = n <= _BLOCK + _FADE
+        if single:
+            self._whole: np.ndarray | None = _band_noise(rng, n, CONTROL_RATE, lo, hi)
+            self._seed = None
+        else:  # draw the first block's white noise now (the order of draws); shape it later
+            self._whole = None
+            rng.standard_normal(_BLOCK + _FADE)
+            self._seed = int(rng.integers(2**63))
+        self._cache: dict[int, np.ndarray] = {}
+
+    def _block(self, k: int) -> np.ndarray:
+        if k not in self._cache:
+            self._cache = {j: x for j, x in self._cache.items() if j == k - 1}
+            rng = _replay(self._state) if k == 0 else np.random.default_rng([self._seed, k])
+            self._cache[k] = _band_noise(rng, _BLOCK + _FADE, CONTROL_RATE, self.lo, self.hi)
+        return self._cache[k]
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        a, b = part.start, part.stop
+        if self._whole is not None:
+            return self._whole[a:b]
+        out = np.empty(max(0, b - a))
+        for k in range(a // _BLOCK, (b - 1) // _BLOCK + 1):
+            lo, hi = max(a, k * _BLOCK), min(b, (k + 1) * _BLOCK)
+            r = np.arange(lo, hi) - k * _BLOCK
+            x = self._block(k)[r]
+            if k > 0 and r[0] < _FADE:
+                fade = r < _FADE
+                w = (r[fade] + 0.5) / _FADE * (np.pi / 2)
+                x[fade] = x[fade] * np.sin(w) + self._block(k - 1)[r[fade] + _BLOCK] * np.cos(w)
+            if r[-1] >= _FADE:  # past the fade: the block before is not needed again
+                self._cache.pop(k - 1, None)
+            out[lo - a:hi - a] = x
+        return out
+
+
+def _running_sum(values: np.ndarray, carry: float | None) -> np.ndarray:
+    """np.cumsum continued from `carry` (the sum so far): bit for bit the cumsum of the
+    whole, since the sum is sequential."""
+    if carry is None:
+        return np.cumsum(values)
+    return np.cumsum(np.concatenate(([carry], values)))[1:]
+
+
 @dataclass
 class _Latent:
-    """Slow signals on the control grid, shared by the heart, the body and the PPG coupling."""
+    """What the slow signals on the control grid are made of (HR, motion, cadence,
+    breathing, pressure, rhythm); `_Walk` evaluates them over stretches of the grid."""
 
-    tc: np.ndarray  # control-grid times, from -MARGIN_S to duration + MARGIN_S
-    hr: np.ndarray  # target HR, bpm
-    motion: np.ndarray  # 0..1
-    step_hz: np.ndarray  # step frequency
-    resp_phase: np.ndarray  # breathing phase, rad
-    resp_hz: np.ndarray
-    dbp: np.ndarray  # diastolic pressure, mmHg
-    sbp: np.ndarray  # systolic pressure, mmHg
-    af: np.ndarray  # bool, atrial fibrillation
-    pat_offset_s: float = 0.0
+    traj: Trajectory
+    n: int  # control-grid samples, from -MARGIN_S to duration + MARGIN_S
+    centres: np.ndarray  # the middle of each second of the trajectory
+    step_noise: _Noise  # cadence jitter
+    resp_base_hz: float
+    resp_noise: _Noise  # breathing-rate drift
+    resp_phase0: float
     arteries: Arteries = field(default_factory=Arteries)
 
     @classmethod
     def draw(cls, traj: Trajectory, rng: np.random.Generator,
              arteries: Arteries | None = None) -> _Latent:
         n_sec = traj.duration_s
-        tc = np.arange(-MARGIN_S * CONTROL_RATE, (n_sec + MARGIN_S) * CONTROL_RATE) / CONTROL_RATE
-        centres = np.arange(n_sec) + 0.5
-        hr = np.interp(tc, centres, traj.hr_bpm)
-        motion = np.interp(tc, centres, traj.motion)
+        n = round((n_sec + 2 * MARGIN_S) * CONTROL_RATE)
         # Cadence jitters by a couple of percent from stride to stride.
-        step_hz = np.interp(tc, centres, traj.cadence_spm) / 60.0
-        step_hz *= 1.0 + 0.02 * _band_noise(rng, len(tc), CONTROL_RATE, 0.0, 0.2)
+        step_noise = _Noise(rng, n, 0.0, 0.2)
         # Breathing: ~12-18 /min at rest, faster with exertion, drifting by ~8 %.
-        resp_hz = rng.uniform(0.2, 0.3) + 0.3 * motion
-        resp_hz *= 1.0 + 0.08 * _band_noise(rng, len(tc), CONTROL_RATE, 0.0, 0.05)
-        resp_phase = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.cumsum(resp_hz) / CONTROL_RATE
-        dbp = np.interp(tc, centres, traj.dbp_mmhg)
-        sbp = np.interp(tc, centres, traj.sbp_mmhg)
-        af = traj.af[np.clip(np.floor(tc).astype(int), 0, n_sec - 1)]
-        return cls(tc, hr, motion, step_hz, resp_phase, resp_hz, dbp, sbp, af,
-                   traj.pat_offset_s, arteries or Arteries())
+        resp_base = rng.uniform(0.2, 0.3)
+        resp_noise = _Noise(rng, n, 0.0, 0.05)
+        return cls(traj, n, np.arange(n_sec) + 0.5, step_noise, resp_base, resp_noise,
+                   rng.uniform(0, 2 * np.pi), arteries or Arteries())
 
-    def at(self, t: np.ndarray, values: np.ndarray) -> np.ndarray:
-        return np.interp(t, self.tc, values)
+    @property
+    def pat_offset_s(self) -> float:
+        return self.traj.pat_offset_s
 
-    def mean_resp_rate(self, seconds: np.ndarray) -> np.ndarray:
-        phase = self.at(np.append(seconds, seconds[-1] + 1), self.resp_phase)
-        return np.diff(phase) / (2 * np.pi) * 60.0
+    def tc(self, a: int, b: int) -> np.ndarray:
+        """Times of control samples a..b-1 (s)."""
+        start = -MARGIN_S * CONTROL_RATE
+        return np.arange(start + a, start + b) / CONTROL_RATE
+
+    def static(self, a: int, b: int) -> tuple[np.ndarray, ...]:
+        """(tc, hr, motion, dbp, sbp, af) on control samples a..b-1: the trajectory's."""
+        traj, tc = self.traj, self.tc(a, b)
+        af = traj.af[np.clip(np.floor(tc).astype(int), 0, traj.duration_s - 1)]
+        return (tc, np.interp(tc, self.centres, traj.hr_bpm),
+                np.interp(tc, self.centres, traj.motion),
+                np.interp(tc, self.centres, traj.dbp_mmhg),
+                np.interp(tc, self.centres, traj.sbp_mmhg), af)
+
+    def hr_at(self, t: float) -> float:
+        """The target HR at time t, as interpolated on the control grid."""
+        i = int(np.floor((t + MARGIN_S) * CONTROL_RATE))
+        a, b = max(0, i - 1), min(self.n, i + 3)
+        tc, hr, *_ = self.static(a, b)
+        return np.interp(t, tc, hr)
+
+    def tc_at(self, i: int) -> float:
+        return self.tc(i, i + 1)[0]
+
+    def af_edges(self) -> np.ndarray:
+        """Control-grid indices where AF starts and ends (alternately), from the per-second
+        rhythm: each second covers CONTROL_RATE samples, the margins repeat the ends."""
+        af = self.traj.af.astype(np.int8)
+        values = np.concatenate(([0], af[:1], af, af[-1:], [0]))
+        lead = round(MARGIN_S * CONTROL_RATE)
+        starts = np.concatenate(([0], lead + round(CONTROL_RATE) * np.arange(len(af) + 1),
+                                 [self.n]))
+        return starts[np.flatnonzero(np.diff(values))]
+
+
+@dataclass
+class _Grid:
+    """The control grid over a stretch: what `_Walk.window` returns. Parts not drawn yet
+    (or not simulated, e.g. no ECG) are None."""
+
+    tc: np.ndarray
+    hr: np.ndarray
+    motion: np.ndarray
+    dbp: np.ndarray
+    sbp: np.ndarray
+    af: np.ndarray  # bool
+    step_hz: np.ndarray
+    resp_phase: np.ndarray
+    arm_phase: np.ndarray | None = None  # body: one swing per two steps
+    swing_var: np.ndarray | None = None
+    fidget: np.ndarray | None = None  # (n, 3), g
+    drift: np.ndarray | None = None  # PPG coupling: DC drift, unit variance
+    strap: np.ndarray | None = None  # slow variation of the artefact coupling
+    riiv: np.ndarray | None = None  # heart: breathing in the PPG baseline, units of PPG_AC
+    f_wave: np.ndarray | None = None  # ECG: AF fibrillatory activity, mV
+    wander: np.ndarray | None = None  # ECG: baseline wander, mV
+
+    def rows(self, a: int, b: int | None = None) -> _Grid:
+        return _Grid(**{f.name: None if (v := getattr(self, f.name)) is None else v[a:b]
+                        for f in fields(self)})
+
+    @staticmethod
+    def join(parts: list[_Grid]) -> _Grid:
+        if len(parts) == 1:
+            return parts[0]
+        return _Grid(**{f.name: None if getattr(parts[0], f.name) is None else
+                        np.concatenate([getattr(p, f.name) for p in parts])
+                        for f in fields(_Grid)})
+
+
+class _Walk:
+    """The control grid over stretches that move forward in time (each may overlap the one
+    before), carrying the running sums (breathing and arm-swing phases) from one to the next
+    so that every stretch is bit for bit that part of the whole grid."""
+
+    def __init__(self, lat: _Latent, body: _Body | None = None, heart: _Heart | None = None,
+                 coupling: _PpgCoupling | None = None, ecg: _Ecg | None = None) -> None:
+        self.lat, self.body, self.heart, self.coupling, self.ecg = lat, body, heart, coupling, ecg
+        self._grid: _Grid | None = None
+        self._a = self._b = 0  # the stretch self._grid covers
+        self._sums: dict[str, float] = {}
+
+    def window(self, a: int, b: int) -> _Grid:
+        """The grid on control samples a..b-1; a and b never go back."""
+        if a < self._a or b < self._b:
+            raise SimulatorError("control-grid windows must move forward in time")
+        parts = []
+        if self._grid is not None and a < self._b:
+            parts.append(self._grid.rows(a - self._a))
+        if b > self._b:
+            new = self._compute(self._b, b)
+            parts.append(new.rows(a - self._b) if a > self._b else new)
+        self._grid, self._a, self._b = _Grid.join(parts), a, b
+        return self._grid
+
+    def _sum(self, name: str, values: np.ndarray) -> np.ndarray:
+        total = _running_sum(values, self._sums.get(name))
+        if len(total):
+            self._sums[name] = total[-1]
+        return total
+
+    def _compute(self, a: int, b: int) -> _Grid:
+        lat = self.lat
+        tc, hr, motion, dbp, sbp, af = lat.static(a, b)
+        step_hz = np.interp(tc, lat.centres, lat.traj.cadence_spm) / 60.0
+        step_hz *= 1.0 + 0.02 * lat.step_noise[a:b]
+        resp_hz = lat.resp_base_hz + 0.3 * motion
+        resp_hz *= 1.0 + 0.08 * lat.resp_noise[a:b]
+        resp_phase = lat.resp_phase0 + 2 * np.pi * self._sum("resp", resp_hz) / CONTROL_RATE
+        grid = _Grid(tc, hr, motion, dbp, sbp, af, step_hz, resp_phase)
+        if (body := self.body) is not None:
+            grid.arm_phase = body.arm_phase0 + np.pi * self._sum("arm", step_hz) / CONTROL_RATE
+            grid.swing_var = 0.1 * body.swing_noise[a:b]
+            grid.fidget = 0.01 * np.stack([f[a:b] for f in body.fidget_noise], 1)
+        if (coupling := self.coupling) is not None:
+            grid.drift = coupling.drift_noise[a:b]
+            grid.strap = 1.0 + 0.3 * coupling.strap_noise[a:b]
+        if (heart := self.heart) is not None:
+            grid.riiv = heart.riiv_amp * np.sin(resp_phase + heart.riiv_shift)
+        if (ecg := self.ecg) is not None:
+            grid.f_wave = 0.08 * af * np.sin(2 * np.pi * ecg.f_hz * tc
+                                             + 2.0 * ecg.f_noise[a:b])
+            grid.wander = 0.05 * np.sin(resp_phase) + 0.05 * ecg.wander_noise[a:b]
+        return grid
+
+
+def _slabs(n: int, size: int = 30_000) -> Iterator[tuple[int, int]]:
+    """The whole control grid in stretches, each overlapping the one before by a sample (so
+    any time between two stretches has both its neighbours in one)."""
+    for start in range(0, n, size):
+        yield max(0, start - 1), min(n, start + size)
+
+
+def _upto(times: np.ndarray, end: float, last: bool) -> int:
+    """Index after the (sorted) times <= end; all of them in the last stretch."""
+    return len(times) if last else int(np.searchsorted(times, end, side="right"))
 
 
 @dataclass
@@ -439,22 +788,23 @@ class _Heart:
     a2: np.ndarray
     mu2: np.ndarray
     s2: np.ndarray
-    resp_baseline: tuple[np.ndarray, np.ndarray]  # (times, RIIV in units of PPG_AC)
+    riiv_amp: float  # breathing in the baseline (RIIV), units of PPG_AC
+    riiv_shift: float
+    resp_at_beat: np.ndarray  # sin(breathing phase) at each beat
+    in_af: np.ndarray  # bool per beat
+    resp_phase_at_seconds: np.ndarray  # breathing phase at 0, 1, ..., duration s
 
     @classmethod
     def draw(cls, lat: _Latent, rng: np.random.Generator) -> _Heart:
-        n = len(lat.tc)
+        n = lat.n
         # HRV is vagal: large at rest, nearly gone at high HR. Scaled per person.
-        hrv = np.clip((140.0 - lat.hr) / 80.0, 0.15, 1.0) * rng.uniform(0.6, 1.4)
-        rsa = 0.04 * np.sin(lat.resp_phase)  # HR rises on inspiration
-        mayer = 0.02 * _band_noise(rng, n, CONTROL_RATE, 0.04, 0.15)
-        vlf = 0.01 * _band_noise(rng, n, CONTROL_RATE, 0.0, 0.04)
-        beat_hz = lat.hr / 60.0 * (1.0 + hrv * (rsa + mayer + vlf))
-        cycles = rng.uniform() + np.cumsum(beat_hz) / CONTROL_RATE  # IPFM integrator
-        k = np.arange(np.ceil(cycles[0]), np.floor(cycles[-1]) + 1)
-        beats = np.interp(k, cycles, lat.tc)
-        if lat.af.any():
-            beats = _af_beats(beats, lat, rng)
+        hrv_scale = rng.uniform(0.6, 1.4)
+        mayer = _Noise(rng, n, 0.04, 0.15)
+        vlf = _Noise(rng, n, 0.0, 0.04)
+        cycle0 = rng.uniform()
+        beats, af_at = _ipfm_beats(lat, hrv_scale, mayer, vlf, cycle0)
+        if lat.traj.af.any():
+            beats = _af_beats(beats, af_at, lat, rng)
 
         ibi = np.diff(beats, append=2 * beats[-1] - beats[-2])
         hr = 60.0 / ibi
@@ -472,29 +822,37 @@ class _Heart:
         # Pulse arrival time: pre-ejection period + transit to the wrist, shorter at high HR.
         pat = np.clip(0.26 - 0.0008 * (hr - 60.0), 0.15, 0.3)
         # Pulse amplitude: perfusion per person, breathing (RIAV), vasomotion, beat noise.
-        resp_at_beat = np.sin(np.interp(beats, lat.tc, lat.resp_phase))
-        vaso = np.interp(beats, lat.tc, _band_noise(rng, n, CONTROL_RATE, 0.0, 0.1))
+        vaso_noise = _Noise(rng, n, 0.0, 0.1)
+        at = _at_beats(lat, beats, vaso_noise)
+        resp_at_beat, vaso = at["resp"], at["vaso"]
         amp = rng.uniform(0.6, 1.4) * (1.0 + 0.08 * resp_at_beat + 0.05 * vaso + 0.03 * jitter[2])
-        if lat.af.any():
+        in_af = at["af"] > 0.5
+        if lat.traj.af.any():
             # Frank-Starling: after a short RR the ventricle fills less and ejects less.
             prev = np.diff(beats, prepend=beats[0] - ibi[0])
-            in_af = np.interp(beats, lat.tc, lat.af.astype(float)) > 0.5
             amp = np.where(in_af, amp * np.clip(prev / np.median(prev), 0.4, 1.3) ** 0.8, amp)
         # Transit to the wrist gets shorter as diastolic pressure stiffens the arteries;
         # zero at the reference 80 mmHg, so the HR-only model above is the calibration point.
-        dbp = np.interp(beats, lat.tc, lat.dbp)
+        dbp = at["dbp"]
         art = lat.arteries
         pat = pat + _transit_delta(dbp, art.path_m, art.stiffness) + lat.pat_offset_s
         # Pressure shapes the pulse too (exactly nothing at the reference 120/80 mmHg, so a
         # seed's PPG there is unchanged): stiffer arteries return the reflected wave earlier
         # and larger; a wider pulse pressure makes a larger volume pulse.
-        sbp = np.interp(beats, lat.tc, lat.sbp)
+        sbp = at["sbp"]
         shift, gain = _reflection(sbp, dbp, art)
         mu2 = np.maximum(mu2 + shift, 0.75 * lvet)  # never before the systolic peak
         a2 = np.minimum(a2 * gain, 1.0)
         amp = amp * (np.maximum(sbp - dbp, 10.0) / (SBP_REF_MMHG - DBP_REF_MMHG))
-        riiv = rng.uniform(0.1, 0.3) * np.sin(lat.resp_phase + rng.uniform(-0.5, 0.5))
-        return cls(beats, beats + pat, amp, mu1, s1, a2, mu2, s2, (lat.tc, riiv))
+        riiv_amp = rng.uniform(0.1, 0.3)
+        riiv_shift = rng.uniform(-0.5, 0.5)
+        return cls(beats, beats + pat, amp, mu1, s1, a2, mu2, s2, riiv_amp, riiv_shift,
+                   resp_at_beat, in_af, at["seconds"])
+
+    def __post_init__(self) -> None:
+        # How many earlier pulses can still reach a sample: the same for every chunk.
+        extent = float(np.max(self.mu2 + 4 * self.s2))
+        self._lookback = int(np.ceil(extent / np.min(np.diff(self.onset)))) + 1
 
     def mean_hr(self, seconds: np.ndarray) -> np.ndarray:
         """60/RR as a step function, averaged over each second = 60 x beats counted in it."""
@@ -506,10 +864,8 @@ class _Heart:
         """Sum of every pulse overlapping t (overlap-add, vectorised over samples)."""
         onset = self.onset
         idx = np.searchsorted(onset, t, side="right") - 1
-        extent = float(np.max(self.mu2 + 4 * self.s2))
-        lookback = int(np.ceil(extent / np.min(np.diff(onset)))) + 1
         y = np.zeros_like(t)
-        for j in range(-1, lookback):  # -1: the next pulse's leading tail
+        for j in range(-1, self._lookback):  # -1: the next pulse's leading tail
             k = idx - j
             ok = (k >= 0) & (k < len(onset))
             k = np.where(ok, k, 0)
@@ -519,9 +875,63 @@ class _Heart:
             y += np.where(ok, self.amp[k] * g, 0.0)
         return y
 
-    def ppg(self, t: np.ndarray) -> np.ndarray:
-        times, riiv = self.resp_baseline
-        return PPG_DC + PPG_AC * (self.pulses(t) + np.interp(t, times, riiv))
+    def ppg(self, t: np.ndarray, grid: _Grid) -> np.ndarray:
+        return PPG_DC + PPG_AC * (self.pulses(t) + np.interp(t, grid.tc, grid.riiv))
+
+
+def _ipfm_beats(lat: _Latent, hrv_scale: float, mayer: _Noise, vlf: _Noise,
+                cycle0: float) -> tuple[np.ndarray, np.ndarray]:
+    """IPFM: the beat rate is the target HR modulated by RSA, Mayer waves and VLF wander;
+    a beat falls wherever its integral crosses an integer. Returns the beat times and, per
+    beat, whether it falls inside an AF episode."""
+    walk = _Walk(lat)
+    beats, af_at = [], []
+    carry: float | None = None  # the running sum of the beat rate so far
+    previous = 0.0  # the integrator at the sample the next stretch overlaps
+    next_k: float | None = None
+    for a, b in _slabs(lat.n):
+        grid = walk.window(a, b)
+        new = slice(0 if carry is None else 1, None)  # the overlapped sample is summed
+        hrv = np.clip((140.0 - grid.hr[new]) / 80.0, 0.15, 1.0) * hrv_scale
+        rsa = 0.04 * np.sin(grid.resp_phase[new])  # HR rises on inspiration
+        beat_hz = grid.hr[new] / 60.0 * (1.0 + hrv * (rsa + 0.02 * mayer[a:b][new]
+                                                       + 0.01 * vlf[a:b][new]))
+        total = _running_sum(beat_hz, carry)
+        cycles = cycle0 + total / CONTROL_RATE  # IPFM integrator
+        if carry is not None:
+            cycles = np.concatenate(([previous], cycles))
+        carry, previous = total[-1], cycles[-1]
+        if next_k is None:
+            next_k = np.ceil(cycles[0])
+        k = np.arange(next_k, np.floor(cycles[-1]) + 1)
+        next_k = next_k + len(k)
+        at = np.interp(k, cycles, grid.tc)
+        beats.append(at)
+        af_at.append(np.interp(at, grid.tc, grid.af.astype(float)) > 0.5)
+    return np.concatenate(beats), np.concatenate(af_at)
+
+
+def _at_beats(lat: _Latent, beats: np.ndarray, vaso: _Noise) -> dict[str, np.ndarray]:
+    """Latent values at the beats (sin of the breathing phase, vasomotion, AF, pressures),
+    and the breathing phase at each whole second 0..duration (for the truth)."""
+    walk = _Walk(lat)
+    seconds = np.arange(lat.traj.duration_s + 1, dtype=float)
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("resp", "vaso", "af", "dbp", "sbp",
+                                                        "seconds")}
+    p = q = 0
+    for a, b in _slabs(lat.n):
+        grid = walk.window(a, b)
+        last = b == lat.n
+        p_end, q_end = _upto(beats, grid.tc[-1], last), _upto(seconds, grid.tc[-1], last)
+        at, tc = beats[p:p_end], grid.tc
+        out["resp"].append(np.sin(np.interp(at, tc, grid.resp_phase)))
+        out["vaso"].append(np.interp(at, tc, vaso[a:b]))
+        out["af"].append(np.interp(at, tc, grid.af.astype(float)))
+        out["dbp"].append(np.interp(at, tc, grid.dbp))
+        out["sbp"].append(np.interp(at, tc, grid.sbp))
+        out["seconds"].append(np.interp(seconds[q:q_end], tc, grid.resp_phase))
+        p, q = p_end, q_end
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def _transit_delta(dbp: np.ndarray, path_m: float = PAT_PATH_M,
@@ -552,18 +962,19 @@ def _reflection(sbp: np.ndarray, dbp: np.ndarray,
     return shift, pwv / PWV_REF_M_S
 
 
-def _af_beats(sinus: np.ndarray, lat: _Latent, rng: np.random.Generator) -> np.ndarray:
-    """Replace the beats inside AF episodes by an irregularly irregular sequence: RR drawn
-    independently (no autocorrelation) from a gamma distribution with a CV of 0.25 around
-    the target rate, never shorter than the AV node's ~280 ms refractory period."""
-    af_at = np.interp(sinus, lat.tc, lat.af.astype(float)) > 0.5
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], lat.af.astype(np.int8), [0]])))
+def _af_beats(sinus: np.ndarray, af_at: np.ndarray, lat: _Latent,
+              rng: np.random.Generator) -> np.ndarray:
+    """Replace the beats inside AF episodes (`af_at`: per sinus beat) by an irregularly
+    irregular sequence: RR drawn independently (no autocorrelation) from a gamma
+    distribution with a CV of 0.25 around the target rate, never shorter than the AV node's
+    ~280 ms refractory period."""
+    edges = lat.af_edges()
     new = [sinus[~af_at]]
     for a, b in zip(edges[::2], edges[1::2], strict=True):
-        t, stop = lat.tc[a], lat.tc[min(b, len(lat.tc) - 1)]
+        t, stop = lat.tc_at(a), lat.tc_at(min(b, lat.n - 1))
         run = []
         while True:
-            mean_rr = 60.0 / np.interp(t, lat.tc, lat.hr)
+            mean_rr = 60.0 / lat.hr_at(t)
             t += max(0.28, mean_rr * rng.gamma(16.0, 1.0 / 16.0))
             if t >= stop:
                 break
@@ -584,9 +995,9 @@ class _Ecg:
     rr: np.ndarray  # interval to the next beat, s
     amp: np.ndarray  # per-beat R amplitude, mV
     p_amp: np.ndarray  # 0 in AF
-    lat: _Latent
-    f_wave: np.ndarray  # AF fibrillatory activity on the control grid (mV, 0 outside AF)
-    wander: np.ndarray  # baseline wander, control grid, mV
+    f_hz: float  # AF fibrillatory frequency
+    f_noise: _Noise  # its phase wander
+    wander_noise: _Noise  # baseline wander
     # (centre at RR = 1 s, width, relative amplitude, scales with sqrt(RR)?)
     WAVES = ((-0.16, 0.025, 0.15, False), (-0.03, 0.010, -0.12, False),
              (0.0, 0.011, 1.0, False), (0.03, 0.011, -0.25, False), (0.28, 0.06, 0.30, True))
@@ -595,19 +1006,14 @@ class _Ecg:
     def draw(cls, lat: _Latent, heart: _Heart, rng: np.random.Generator) -> _Ecg:
         beats = heart.beats
         rr = np.diff(beats, append=2 * beats[-1] - beats[-2])
-        resp = np.sin(np.interp(beats, lat.tc, lat.resp_phase))
+        resp = heart.resp_at_beat
         amp = rng.uniform(0.8, 1.5) * (1.0 + 0.05 * resp + 0.02 * rng.normal(0, 1, len(beats)))
-        in_af = np.interp(beats, lat.tc, lat.af.astype(float)) > 0.5
-        p_amp = np.where(in_af, 0.0, 1.0)
-        n = len(lat.tc)
+        p_amp = np.where(heart.in_af, 0.0, 1.0)
         f_hz = rng.uniform(4.0, 9.0)
-        f_wave = 0.08 * lat.af * np.sin(2 * np.pi * f_hz * lat.tc
-                                        + 2.0 * _band_noise(rng, n, CONTROL_RATE, 0.0, 1.0))
-        wander = 0.05 * np.sin(lat.resp_phase) + 0.05 * _band_noise(rng, n, CONTROL_RATE,
-                                                                      0.0, 0.3)
-        return cls(beats, rr, amp, p_amp, lat, f_wave, wander)
+        f_noise = _Noise(rng, lat.n, 0.0, 1.0)
+        return cls(beats, rr, amp, p_amp, f_hz, f_noise, _Noise(rng, lat.n, 0.0, 0.3))
 
-    def ecg(self, t: np.ndarray, rate: float, noise: float) -> np.ndarray:
+    def ecg(self, t: np.ndarray, rate: float, noise: float, grid: _Grid) -> np.ndarray:
         idx = np.searchsorted(self.beats, t)  # the next R peak
         y = np.zeros_like(t)
         # The previous beat's S and T waves, the next beat's P and Q: T ends well inside
@@ -620,7 +1026,7 @@ class _Ecg:
                 c, w = (centre * stretch, width * stretch) if scales else (centre, width)
                 gain = a * (self.p_amp[k] if centre < -0.1 else 1.0)
                 y += self.amp[k] * gain * np.exp(-0.5 * ((tau - c) / w) ** 2)
-        y += np.interp(t, self.lat.tc, self.f_wave) + np.interp(t, self.lat.tc, self.wander)
+        y += np.interp(t, grid.tc, grid.f_wave) + np.interp(t, grid.tc, grid.wander)
         if noise > 0:
             y += 0.01 * noise * np.sin(2 * np.pi * 50.0 * t) * (rate > 100)
         return y
@@ -630,21 +1036,20 @@ class _Ecg:
 class _Body:
     """Wrist kinematics: posture, arm swing and foot strikes -> accelerometer reading."""
 
-    lat: _Latent
-    arm_phase: np.ndarray  # rad on the control grid; one swing per two steps
-    swing_var: np.ndarray  # stride-to-stride amplitude variation, control grid
+    arm_phase0: float  # rad; the arm swings once per two steps from there
+    swing_noise: _Noise  # stride-to-stride amplitude variation
     posture_rest: np.ndarray  # gravity direction in the device frame, at rest
     posture_walk: np.ndarray
     posture_run: np.ndarray
     harmonics: np.ndarray  # foot-strike harmonic amplitudes
     harmonic_phase: np.ndarray
-    fidget: np.ndarray  # (n_control, 3), g
+    fidget_noise: list[_Noise]  # per axis
 
     @classmethod
     def draw(cls, lat: _Latent, rng: np.random.Generator) -> _Body:
-        n = len(lat.tc)
-        arm_phase = rng.uniform(0, 2 * np.pi) + np.pi * np.cumsum(lat.step_hz) / CONTROL_RATE
-        swing_var = 0.1 * _band_noise(rng, n, CONTROL_RATE, 0.0, 0.3)
+        n = lat.n
+        arm_phase0 = rng.uniform(0, 2 * np.pi)
+        swing_noise = _Noise(rng, n, 0.0, 0.3)
 
         def unit(v: np.ndarray) -> np.ndarray:
             return v / np.linalg.norm(v)
@@ -655,17 +1060,20 @@ class _Body:
         walk = unit(np.array([-0.92, 0.1, 0.35]) + rng.normal(0, 0.08, 3))
         run = unit(np.array([-0.45, 0.15, 0.88]) + rng.normal(0, 0.08, 3))
         harmonics = np.array([1.0, 0.6, 0.35, 0.2]) * rng.uniform(0.8, 1.2, 4)
-        fidget = np.stack([_band_noise(rng, n, CONTROL_RATE, 0.1, 2.0) for _ in range(3)], 1)
-        return cls(lat, arm_phase, swing_var, rest, walk, run, harmonics,
-                   rng.uniform(0, 2 * np.pi, 4), 0.01 * fidget)
+        fidget = [_Noise(rng, n, 0.1, 2.0) for _ in range(3)]
+        return cls(arm_phase0, swing_noise, rest, walk, run, harmonics,
+                   rng.uniform(0, 2 * np.pi, 4), fidget)
 
-    def kinematics(self, t: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def kinematics(self, t: np.ndarray, rate: float,
+                   grid: _Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(swing angle rad, gravity (n,3) g, inertial acceleration (n,3) g) at times t."""
-        lat = self.lat
-        m = lat.at(t, lat.motion)
-        psi = lat.at(t, self.arm_phase)
-        omega = np.pi * lat.at(t, lat.step_hz)  # arm swing, rad/s
-        amp = 0.5 * m * (1.0 + lat.at(t, self.swing_var))  # ~14 deg walking, ~29 deg running
+        def at(values: np.ndarray) -> np.ndarray:
+            return np.interp(t, grid.tc, values)
+
+        m = at(grid.motion)
+        psi = at(grid.arm_phase)
+        omega = np.pi * at(grid.step_hz)  # arm swing, rad/s
+        amp = 0.5 * m * (1.0 + at(grid.swing_var))  # ~14 deg walking, ~29 deg running
         theta = amp * np.sin(psi)
         arm_m = 0.65 - 0.25 * m  # pivot-to-wrist length; the elbow bends when running
 
@@ -686,16 +1094,16 @@ class _Body:
         # Foot strikes: a jolt per step along the vertical, with harmonics below Nyquist.
         strike = np.zeros_like(t)
         step_phase = 2 * psi
-        step_hz = lat.at(t, lat.step_hz)
+        step_hz = at(grid.step_hz)
         for h, (a, ph) in enumerate(zip(self.harmonics, self.harmonic_phase, strict=True), 1):
             strike += np.where(h * step_hz < 0.45 * rate, a * np.cos(h * step_phase + ph), 0.0)
         strike *= (0.1 * m + 0.4 * m**2) / self.harmonics.sum() * 2
         inertial += strike[:, None] * gravity
-        inertial += (1 - m)[:, None] * np.stack([lat.at(t, f) for f in self.fidget.T], axis=1)
+        inertial += (1 - m)[:, None] * np.stack([at(f) for f in grid.fidget.T], axis=1)
         return theta, gravity, inertial
 
-    def acceleration(self, t: np.ndarray, rate: float) -> np.ndarray:
-        _, gravity, inertial = self.kinematics(t, rate)
+    def acceleration(self, t: np.ndarray, rate: float, grid: _Grid) -> np.ndarray:
+        _, gravity, inertial = self.kinematics(t, rate, grid)
         return gravity + inertial
 
 
@@ -703,33 +1111,32 @@ class _Body:
 class _PpgCoupling:
     """How motion and the sensor corrupt the PPG: drift, and motion artefact."""
 
-    lat: _Latent
-    drift: np.ndarray  # control grid, unit variance
+    drift_noise: _Noise  # DC drift, unit variance
     coupling: np.ndarray  # (hydrostatic, inertial, inertial^2) weights
     direction: np.ndarray  # which acceleration direction moves the sensor on the skin
-    strap: np.ndarray  # slow variation of the coupling (strap shifts)
+    strap_noise: _Noise  # slow variation of the coupling (strap shifts)
 
     @classmethod
     def draw(cls, lat: _Latent, rng: np.random.Generator) -> _PpgCoupling:
-        n = len(lat.tc)
-        drift = _band_noise(rng, n, CONTROL_RATE, 0.0, 0.03)
+        n = lat.n
+        drift = _Noise(rng, n, 0.0, 0.03)
         direction = rng.normal(0, 1, 3)
         direction /= np.linalg.norm(direction)
         hydro = rng.uniform(0.3, 0.8) * rng.choice([-1, 1])
         coupling = rng.uniform(0.5, 1.5) * np.array(
             [hydro, rng.uniform(0.5, 1.0), rng.uniform(0.0, 0.4)]
         )
-        strap = 1.0 + 0.3 * _band_noise(rng, n, CONTROL_RATE, 0.0, 0.02)
-        return cls(lat, drift, coupling, direction, strap)
+        return cls(drift, coupling, direction, _Noise(rng, n, 0.0, 0.02))
 
-    def baseline(self, t: np.ndarray, noise: float) -> np.ndarray:
+    def baseline(self, t: np.ndarray, noise: float, grid: _Grid) -> np.ndarray:
         """Slow drift of the DC level (skin temperature, contact pressure): ~2 % of DC."""
-        return 0.02 * noise * PPG_DC * self.lat.at(t, self.drift)
+        return 0.02 * noise * PPG_DC * np.interp(t, grid.tc, grid.drift)
 
-    def artefact(self, t: np.ndarray, body: _Body, rate: float, noise: float) -> np.ndarray:
-        theta, _, inertial = body.kinematics(t, rate)
+    def artefact(self, t: np.ndarray, body: _Body, rate: float, noise: float,
+                 grid: _Grid) -> np.ndarray:
+        theta, _, inertial = body.kinematics(t, rate, grid)
         along = inertial @ self.direction
         hydro, inert, square = self.coupling
         # The square term shifts the DC with motion (contact pressure), as real sensors do.
         art = hydro * theta / 0.25 + inert * along / 0.5 + square * (along / 0.5) ** 2
-        return PPG_AC * noise * self.lat.at(t, self.strap) * art
+        return PPG_AC * noise * np.interp(t, grid.tc, grid.strap) * art

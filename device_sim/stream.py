@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from device_sim.errors import SimulatorError
 from device_sim.faults import Fault, corrupt, in_windows, windows
 from device_sim.glucose import CGM_PERIOD_S
-from device_sim.physiology import CUFF_INTERVAL_S, Recording
+from device_sim.physiology import CUFF_INTERVAL_S, Recording, Simulation
 from wire import recordings as shared
 from wire.protocol import Frame, encode_frame
 from wire.recordings import (  # noqa: F401 - the encoding constants, re-exported
@@ -46,7 +46,7 @@ def _clock(faults: tuple[Fault, ...]) -> shared.DeviceClock:
 
 
 def frames(
-    recording: Recording,
+    recording: Recording | Simulation,
     device_id: int = 1,
     *,
     frames_per_second: float = FRAMES_PER_SECOND,
@@ -56,24 +56,27 @@ def frames(
     The recording's frame-level faults act here: `reboot` (seq restarts with BOOT, the
     device clock restarts), `drift` (timestamps run fast or slow), and `drop` and
     `disconnect` (frames lost; seq still advances, as the device kept counting).
-    `device_time_s` is the simulation's time, which pacing follows.
+    `device_time_s` is the simulation's time, which pacing follows. A `Simulation` is
+    computed chunk by chunk as the frames go out, so a day is never in memory.
     """
     if not (isinstance(device_id, int) and 0 <= device_id <= 0xFFFF):
         raise SimulatorError(f"device id {device_id!r} must be an integer from 0 to 65535")
     if not (0 < frames_per_second <= 1000):
         raise SimulatorError(f"frames per second {frames_per_second!r} must be in (0, 1000]")
+    pieces = recording.chunks() if isinstance(recording, Simulation) else None
     lost = windows(recording.faults, "drop") + windows(recording.faults, "disconnect")
     for send_time, frame in shared.frames(recording, device_id,
                                           frames_per_second=frames_per_second,
                                           clock=_clock(recording.faults),
                                           cgm_rate_hz=1.0 / CGM_PERIOD_S,
-                                          cuff_rate_hz=1.0 / CUFF_INTERVAL_S):
+                                          cuff_rate_hz=1.0 / CUFF_INTERVAL_S,
+                                          pieces=pieces):
         if not in_windows(send_time, lost):
             yield send_time, frame
 
 
 def stream(
-    recording: Recording,
+    recording: Recording | Simulation,
     device_id: int = 1,
     *,
     frames_per_second: float = FRAMES_PER_SECOND,

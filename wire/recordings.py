@@ -23,16 +23,18 @@ A block with no skin/electrode contact is flagged Flag.LEAD_OFF.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import heapq
 import math
 import os
+import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Protocol, TextIO, TypeVar
 
 import numpy as np
 
@@ -557,9 +559,97 @@ class DeviceClock:
         return t - epoch_start + self._offset(t) - self._offset(epoch_start)
 
 
+T = TypeVar("T")
+Piece = tuple[np.ndarray, "np.ndarray | None"]  # consecutive samples of a channel, lead-off
+
+
+def _fan_out(items: Iterable[T], n: int) -> list[Iterator[T]]:
+    """n iterators over `items`, like itertools.tee, but an item is let go as soon as every
+    iterator has passed it (tee frees its buffer only 57 items at a time: 57 chunks of a
+    simulation are most of two hours of samples)."""
+    source, first, position = iter(items), 0, [0] * n
+    held: collections.deque[T] = collections.deque()
+
+    def reader(i: int) -> Iterator[T]:
+        nonlocal first
+        while True:
+            if position[i] - first == len(held):
+                try:
+                    held.append(next(source))
+                except StopIteration:
+                    return
+            item = held[position[i] - first]
+            position[i] += 1
+            while held and min(position) > first:
+                held.popleft()
+                first += 1
+            yield item
+
+    return [reader(i) for i in range(n)]
+
+
+class _Samples:
+    """A channel's samples arriving in consecutive pieces (values, lead_off), converted to
+    the sample type piece by piece and read by index ranges that only move forward: a long
+    recording passes through without being held whole."""
+
+    def __init__(self, pieces: Iterable[Piece], dtype: np.dtype, scale: float,
+                 saturated: np.ndarray | None = None) -> None:
+        self._pieces = iter(pieces)
+        self._dtype, self._scale, self._saturated = dtype, scale, saturated
+        self._start = self._end = 0  # the samples held: [start, end)
+        self._held: tuple[np.ndarray, ...] | None = None  # raw, missing, saturated, lead_off
+
+    def _pull(self, keep_from: int) -> bool:
+        """Convert the next piece and append it, dropping samples before `keep_from`."""
+        piece = next(self._pieces, None)
+        if piece is None:
+            return False
+        values, lead_off = piece
+        if not len(values):
+            return self._pull(keep_from)
+        values = values.reshape(len(values), -1)
+        n = len(values)
+        info = np.iinfo(self._dtype)
+        with np.errstate(invalid="ignore"):
+            raw = np.round(values / self._scale)
+        missing = np.isnan(raw).any(axis=1)
+        saturated = ((raw < info.min) | (raw > info.max)).any(axis=1)
+        if self._saturated is not None:
+            saturated |= self._saturated[self._end:self._end + n]
+        raw = np.clip(np.nan_to_num(raw), info.min, info.max).astype(self._dtype)
+        lead = np.zeros(n, bool) if lead_off is None else np.asarray(lead_off, bool)
+        new = tuple(np.asarray(x) for x in (raw, missing, saturated, lead))
+        if self._held is not None:
+            drop = max(0, min(keep_from, self._end) - self._start)
+            new = tuple(np.concatenate([h[drop:], x]) for h, x in zip(self._held, new,
+                                                                     strict=True))
+            self._start += drop
+        else:
+            self._start = self._end
+        self._held, self._end = new, self._end + n
+        return True
+
+    @property
+    def columns(self) -> int:
+        if self._held is None and not self._pull(0):
+            return 1
+        assert self._held is not None
+        return self._held[0].shape[1]
+
+    def take(self, a: int, b: int) -> tuple[np.ndarray, ...]:
+        """(raw, missing, saturated, lead_off) of samples a..b-1, as far as they exist."""
+        while self._end < b and self._pull(a):
+            pass
+        if self._held is None:
+            return (np.zeros((0, 1), self._dtype), *(np.zeros(0, bool),) * 3)
+        i, j = a - self._start, max(a, min(b, self._end)) - self._start
+        return tuple(h[i:j] for h in self._held)
+
+
 def channel_frames(
     channel: Channel,
-    values: np.ndarray,
+    values: np.ndarray | None,
     rate: float,
     dtype: np.dtype,
     scale: float,
@@ -570,6 +660,7 @@ def channel_frames(
     lead_off: np.ndarray | None = None,
     clock: DeviceClock | None = None,
     saturated: np.ndarray | None = None,
+    pieces: Iterable[Piece] | None = None,
 ) -> Iterator[tuple[float, int, Frame]]:
     """(send time, channel, Frame) for one channel, in order.
 
@@ -579,46 +670,68 @@ def channel_frames(
     that are NaN (the sensor had none, so no frame and no seq). Each epoch of the device clock
     restarts seq at 0 with Flag.BOOT; timestamp_us is the device clock at the block's first
     sample. Values beyond the sample type are clipped and the block flagged SATURATED.
+
+    A regular channel may come as `pieces` instead of `values` and `lead_off`: consecutive
+    (values, lead_off) arrays, read as the frames go, so a long stream is never held whole.
     """
-    values = values.reshape(len(values), -1)
-    info = np.iinfo(dtype)
-    with np.errstate(invalid="ignore"):
-        raw = np.round(values / scale)
-    missing = np.isnan(raw).any(axis=1)
-    clipped = (raw < info.min) | (raw > info.max)
-    raw = np.clip(np.nan_to_num(raw), info.min, info.max).astype(dtype)
-    sparse = times is not None
-    if times is None:
-        times = np.arange(len(raw)) / rate
+    if pieces is None:
+        pieces = [(values if values is not None else np.zeros(0), lead_off)]
+    samples = _Samples(pieces, dtype, scale, saturated)
     clock = clock or DeviceClock()
-    bytes_per_sample = dtype.itemsize * values.shape[1]
+    sparse = times is not None
+    if times is not None:
+        sparse_times = times
+
+        def time_of(i: int) -> float:
+            return float(sparse_times[i])
+
+        def count_before(t: float) -> int:
+            return int(np.searchsorted(sparse_times, t))
+    else:
+        def time_of(i: int) -> float:
+            return i / rate  # = (np.arange(n) / rate)[i]
+
+        def count_before(t: float) -> int:
+            """How many samples i / rate come before t."""
+            if t == math.inf:
+                return sys.maxsize
+            c = max(0, math.ceil(t * rate))
+            while c > 0 and (c - 1) / rate >= t:
+                c -= 1
+            while c / rate < t:
+                c += 1
+            return c
+
+    bytes_per_sample = dtype.itemsize * samples.columns
     block = 1 if sparse else max(1, min(round(rate / frames_per_second),
                                         MAX_PAYLOAD // bytes_per_sample))
     for epoch_start, epoch_end in clock.epochs:
-        first, last = np.searchsorted(times, [epoch_start, epoch_end])
+        start, last = count_before(epoch_start), count_before(epoch_end)
         seq = 0
-        for start in range(first, last, block):
-            stop = min(start + block, last)
-            if missing[start:stop].all():
-                continue
-            flags = Flag.BOOT if seq == 0 else Flag.NONE
-            if clipped[start:stop].any() or (saturated is not None
-                                             and saturated[start:stop].any()):
-                flags |= Flag.SATURATED
-            if lead_off is not None and lead_off[start:stop].any():
-                flags |= Flag.LEAD_OFF
-            frame = Frame(
-                device_id=device_id,
-                seq=seq,
-                timestamp_us=round(clock.device_time(float(times[start]), epoch_start) * 1e6),
-                channel=channel,
-                sample_rate_hz=rate,
-                samples=raw[start:stop],
-                scale=scale,
-                flags=flags,
-            )
-            seq += 1
-            yield float(times[stop - 1]), int(channel), frame
+        while start < last:
+            raw, missing, clipped, lead = samples.take(start, min(start + block, last))
+            if not len(raw):
+                break
+            stop = start + len(raw)
+            if not missing.all():
+                flags = Flag.BOOT if seq == 0 else Flag.NONE
+                if clipped.any():
+                    flags |= Flag.SATURATED
+                if lead.any():
+                    flags |= Flag.LEAD_OFF
+                frame = Frame(
+                    device_id=device_id,
+                    seq=seq,
+                    timestamp_us=round(clock.device_time(time_of(start), epoch_start) * 1e6),
+                    channel=channel,
+                    sample_rate_hz=rate,
+                    samples=raw,
+                    scale=scale,
+                    flags=flags,
+                )
+                seq += 1
+                yield time_of(stop - 1), int(channel), frame
+            start = stop
 
 
 def frames(
@@ -629,24 +742,34 @@ def frames(
     clock: DeviceClock | None = None,
     cgm_rate_hz: float = CGM_RATE_HZ,
     cuff_rate_hz: float = CUFF_RATE_HZ,
+    pieces: Iterable[ChannelArrays] | None = None,
 ) -> Iterator[tuple[float, Frame]]:
     """(send time s, Frame) for every channel `signals` streams, merged in send order.
 
     Ties in time go to the lower channel number, so the order never depends on anything else.
-    `cgm_rate_hz` / `cuff_rate_hz` go in the header of sparse readings.
+    `cgm_rate_hz` / `cuff_rate_hz` go in the header of sparse readings. With `pieces`, the
+    regular channels (PPG, accelerometer, ECG and their lead-off) come from those consecutive
+    parts of the recording instead of `signals` (a simulation streamed chunk by chunk).
     """
     s = signals
     common = {"device_id": device_id, "frames_per_second": frames_per_second, "clock": clock}
-    channels = []
+    regular: list[tuple[str, Channel, float, np.dtype, float]] = []
     if "ppg" in s.channels:
-        channels.append(channel_frames(Channel.PPG, s.ppg, s.ppg_rate, np.dtype("<i4"),
-                                       s.ppg_scale, lead_off=s.lead_off.get("ppg"), **common))
+        regular.append(("ppg", Channel.PPG, s.ppg_rate, np.dtype("<i4"), s.ppg_scale))
     if "acc" in s.channels:
-        channels.append(channel_frames(Channel.ACCEL, s.acc, s.acc_rate, np.dtype("<i2"),
-                                       ACC_SCALE, **common))
-    if s.ecg is not None and "ecg" in s.channels:
-        channels.append(channel_frames(Channel.ECG, s.ecg, s.ecg_rate, np.dtype("<i2"),
-                                       ECG_SCALE, lead_off=s.lead_off.get("ecg"), **common))
+        regular.append(("acc", Channel.ACCEL, s.acc_rate, np.dtype("<i2"), ACC_SCALE))
+    if "ecg" in s.channels and (pieces is not None or s.ecg is not None):
+        regular.append(("ecg", Channel.ECG, s.ecg_rate, np.dtype("<i2"), ECG_SCALE))
+
+    def of(name: str, parts: Iterable[ChannelArrays]) -> Iterator[Piece]:
+        for part in parts:
+            yield getattr(part, name), part.lead_off.get(name)
+
+    copies = _fan_out(pieces if pieces is not None else [s], len(regular))
+    channels = [channel_frames(channel, None, rate, dtype, scale, **common,
+                               pieces=of(name, parts))
+                for (name, channel, rate, dtype, scale), parts in zip(regular, copies,
+                                                                        strict=True)]
     if s.cgm is not None and "cgm" in s.channels:
         times, readings = s.cgm
         channels.append(channel_frames(Channel.CGM, readings, cgm_rate_hz, np.dtype("<i2"),
