@@ -92,19 +92,26 @@ def test_loso_scores_each_recording_once_with_a_model_trained_without_it(tmp_pat
     held-out recordings through the runtime; then the card from those rows."""
     from dataclasses import asdict
 
+    from edge.infer import load_model
     from training import hr, hr_loso
 
     recs = _tiny_recordings(2)
     sim = hr.Plan(train_subjects=2, val_subjects=1, test_subjects=0, builtin_seeds=0,
                   duration_s=40, epochs=1, batch=64, randomised_train=2, randomised_val=1,
                   real_stretches=(1.0,))
+    lines: list[str] = []
     rows = hr_loso.loso(recs, tmp_path / "work", hr_loso.LosoPlan(sim, 1, 1), folds=2,
-                        log=lambda _: None)
+                        log=lines.append)
     assert [r.name for r in rows] == ["REC_0", "REC_1"]
-    assert all(r.windows == int(np.isfinite(rec.ref_bpm).sum()) for r, rec in zip(rows, recs))
+    assert all(r.windows == int(np.isfinite(rec.ref_bpm).sum())
+               for r, rec in zip(rows, recs, strict=True))
+    # One simulation-only stage, then each fold holds out its recording: its training set is
+    # the other recording's windows (both channels) and as many simulated ones.
+    n = [len(p) for p in hr.real_windows(recs, sim)]
+    assert sum("stage 1: simulation only" in line for line in lines) == 1
+    assert any(f"fold 1/2: holding out REC_0; {2 * n[1]} windows" in line for line in lines)
+    assert any(f"fold 2/2: holding out REC_1; {2 * n[0]} windows" in line for line in lines)
     for fold in (0, 1):  # one int8 bundle per fold, loadable by the runtime
-        from edge.infer import load_model
-
         load_model(tmp_path / "work" / f"fold{fold:02d}" / "hr.json")
 
     mean = hr_loso._means(rows)
