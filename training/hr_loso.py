@@ -51,18 +51,19 @@ FULL_SIM = replace(hr.Plan.for_run(False), train_subjects=40, val_subjects=16,
 
 PROCEDURE = """\
 Each fold model is trained like the shipped model (`wearable-train hr --real-data`: the
-simulation plus both PPG channels of the real recordings at three time stretches, the same
-loss, cosine schedule and early stopping on simulated validation subjects only) without the
-held-out recording, in two stages so that twelve folds fit a 2-core machine: (1) one
-simulation-only stage shared by every fold (the simulation holds no real subject);
-(2) per fold, from those weights, the same training function on the other 11 recordings'
-windows mixed with as many windows drawn from the stage-1 simulation, then int8 quantisation.
-The held-out recording then runs through the runtime. Differences from the shipped recipe:
-a reduced simulation ({sim_train} device_sim subjects and {rand_train} randomised recordings,
-the shipped model {ship_sim} and {ship_rand}); the real windows join after
-{pretrain} simulation-only epochs for {fold} epochs, with the learning-rate schedule
-restarted, at half the training mix (the shipped model: from the first of {ship_epochs}
-epochs, about a tenth of the mix)."""
+simulation plus both PPG channels of the real recordings at {stretches} time stretches, the
+same loss, cosine schedule and early stopping on simulated validation subjects only) without
+the held-out recording, in two stages so that twelve folds fit a 2-core machine: (1) one
+simulation-only stage shared by every fold (the simulation holds no real subject); (2) per
+fold, from those weights, the same training function on the other recordings' windows mixed
+with as many windows drawn from the stage-1 simulation, then int8 quantisation. The held-out
+recording then runs through the runtime. Differences from the shipped recipe: a reduced
+simulation ({sim_train} device_sim subjects and {rand_train} randomised recordings; the
+shipped model {ship_sim} and {ship_rand}); the real windows join after {pretrain}
+simulation-only epochs, for {fold} epochs with the learning-rate schedule restarted, as half
+of the training mix (the shipped model: from the first of {ship_epochs} epochs, mixed into
+its whole simulation). This scores the training recipe of the code that ran, not the bundle
+file."""
 
 
 def fold_training_set(sim_train: data.Windows, real_parts: Sequence[data.Windows],
@@ -112,7 +113,8 @@ def loso(recordings: Sequence[hr_real.Recording], work: Path, plan: LosoPlan, *,
 
 def procedure(plan: LosoPlan) -> str:
     shipped = hr.Plan.for_run(False)
-    return PROCEDURE.format(sim_train=plan.sim.train_subjects,
+    return PROCEDURE.format(stretches=len(plan.sim.real_stretches),
+                            sim_train=plan.sim.train_subjects,
                             rand_train=plan.sim.randomised_train,
                             ship_sim=shipped.train_subjects, ship_rand=shipped.randomised_train,
                             pretrain=plan.pretrain_epochs, fold=plan.fold_epochs,
@@ -136,6 +138,7 @@ def card_command(args: Any, log: Callable[[str], None]) -> int:
     if not bundle.exists():
         raise TrainingError(f"{bundle}: no such model manifest; give --bundle")
     manifest = load_manifest(bundle)
+    written = provenance.describe()  # the code that runs (before any edit during the run)
     recordings = hr_real.load_spc2015(hr.spc_folder(args.real_data))
     plan = LosoPlan.for_run(args.quick)
     started = time.monotonic()
@@ -144,7 +147,6 @@ def card_command(args: Any, log: Callable[[str], None]) -> int:
     log(f"{hr.NAME}: LOSO: {args.folds} folds in {loso_s / 60:.1f} min")
     in_sample = hr_real.evaluate(recordings, bundle, log)
     ci_rows = hr_real.ci_calibration(bundle, CI_SEEDS)
-    written = provenance.describe()
     results = {
         "written": {"at": written["trained_at"], "git_commit": written["git_commit"],
                     "machine": written["machine"], "versions": written["versions"]},
@@ -164,8 +166,10 @@ def card_command(args: Any, log: Callable[[str], None]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "hr_real_data.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "hr_real_data.md").write_text(text)
-    log(f"{hr.NAME}: wrote {args.out / 'hr_real_data.md'} and {args.out / 'hr_real_data.json'}")
+    log(f"{hr.NAME}: wrote {args.out / 'hr_real_data.md'} and {args.out / 'hr_real_data.json'}"
+        f" in {(time.monotonic() - started) / 60:.1f} min")
     return 0
+
 
 
 def _means(rows: Sequence[hr_real.Scored]) -> dict[str, float]:
@@ -219,7 +223,8 @@ Means: recordings weigh equally.
 ## Leave-one-subject-out: the {b['name']} {lo['recipe_version']} recipe
 
 {lo['folds']} folds ({held}), seed {lo['seed']}: each recording scored by a model never
-trained on it. {lo['minutes']:.1f} min for the folds on {w['machine']}.
+trained on it. The run (simulation, shared stage, folds) took {lo['minutes']:.1f} min on
+{w['machine']}.
 
 {lo['procedure']}
 
