@@ -103,11 +103,15 @@ def build_evaluate_parser() -> argparse.ArgumentParser:
                         "held-out people of the CGM traces (cgm/), bp the PPG-BP set "
                         "(ppg_bp_liang2018/)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="bp: write bp_real_data.json and .md here (e.g. models)")
+                        help="write the real-data card here (e.g. models): bp "
+                        "bp_real_data.json and .md; hr (with --real-data and --loso) "
+                        "hr_real_data.json and .md: leave-subject-out, the shipped model on "
+                        "the same recordings, credible-interval calibration")
     parser.add_argument("--loso", action="store_true",
                         help="with --real-data: leave-subject-out instead of the shipped "
-                        "model: for each fold, train a model without the held-out recordings "
-                        "and score only those (needs TensorFlow; tens of minutes)")
+                        "model: a simulation-only stage shared by the folds, then per fold "
+                        "the shipped training on the other recordings, the held-out ones "
+                        "scored (needs TensorFlow; ~40 min for 12 folds on 2 shared cores)")
     parser.add_argument("--folds", type=int, default=12,
                         help="--loso folds (12 = one per SP Cup recording; fewer groups them)")
     parser.add_argument("--work", type=Path, default=Path("build/loso"),

@@ -249,7 +249,9 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
 
 
 def _fit(nets: Any, plan: Plan, sets: dict[str, data.Windows], classes: np.ndarray, seed: int,
-         log: Callable[[str], None]) -> Any:
+         log: Callable[[str], None], start: list[np.ndarray] | None = None) -> Any:
+    """Train the classifier on `sets` (from the weights `start` if given: a pretrained
+    stage, as the leave-subject-out folds use)."""
     import keras
     import tensorflow as tf
 
@@ -257,6 +259,8 @@ def _fit(nets: Any, plan: Plan, sets: dict[str, data.Windows], classes: np.ndarr
     tf.config.experimental.enable_op_determinism()
     train, val = sets["train"], sets["val"]
     model = nets.spectral_classifier(*train.x.shape[1:], width=plan.width)
+    if start is not None:
+        model.set_weights(start)
     steps = plan.epochs * int(np.ceil(len(train) / plan.batch))
     model.compile(
         optimizer=keras.optimizers.Adam(
@@ -309,48 +313,3 @@ def spc_folder(path: Path) -> Path:
     """The SP Cup 2015 folder: `path` itself or its ieee_spc2015/ (a datasets folder)."""
     path = Path(path)
     return path / "ieee_spc2015" if (path / "ieee_spc2015").is_dir() else path
-
-
-def fit_bundle(out: Path, sets: dict[str, data.Windows], plan: Plan, seed: int, epochs: int,
-               log: Callable[[str], None]) -> Path:
-    """Train, quantise and write a bare bundle (no report) into `out`; its manifest path.
-    For leave-one-subject-out folds."""
-    from training import nets
-
-    classes = classes_bpm()
-    model = _fit(nets, replace(plan, epochs=epochs), sets, classes, seed, log)
-    tflite = steps.int8_tflite(NAME, nets.with_softmax(model), sets["train"].x, seed, log)
-    out.mkdir(parents=True, exist_ok=True)
-    _manifest(out, tflite, classes)
-    return out / f"{NAME}.json"
-
-
-def loso(real_data: Path, work: Path, *, quick: bool = False, seed: int = 0,
-         folds: int = 12, log: Callable[[str], None] = print) -> list[Any]:
-    """Leave-one-subject-out on the SP Cup recordings: for each fold, a model trained on the
-    simulation and the OTHER recordings, then the held-out recordings run through the
-    runtime (`training.hr_real.evaluate`). `folds` < 12 groups recordings (k, k + folds,
-    ...). Returns the per-recording rows."""
-    from training import hr_real
-
-    plan = Plan.for_run(quick)
-    if not quick:  # fold models: a third of the shipped model's simulation, fewer epochs
-        plan = replace(plan, train_subjects=40, val_subjects=16, randomised_train=200,
-                       randomised_val=20)
-    real = hr_real.load_spc2015(spc_folder(real_data))
-    splits = plan_splits(plan, seed)
-    sim = {k: data.build_windows(splits[k], PREPROCESSING) for k in ("train", "val")}
-    extra = randomised_windows(plan, seed, log)
-    sim = {k: data.Windows.concat([sim[k], extra[k]]) for k in sim}
-    parts = real_windows(real, plan)
-    rows = []
-    for fold in range(folds):
-        held = [k for k in range(len(real)) if k % folds == fold]
-        train_set = data.Windows.concat([sim["train"], *(parts[k] for k in range(len(real))
-                                                         if k not in held)])
-        log(f"{NAME}: LOSO fold {fold + 1}/{folds}: holding out "
-            f"{', '.join(real[k].name for k in held)}")
-        manifest = fit_bundle(work / f"fold{fold:02d}", {"train": train_set, "val": sim["val"]},
-                              plan, seed, plan.loso_epochs, log)
-        rows += hr_real.evaluate([real[k] for k in held], manifest, log)
-    return sorted(rows, key=lambda r: r.name)

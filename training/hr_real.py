@@ -316,13 +316,23 @@ def evaluate_command(args: Any, log: Callable[[str], None]) -> int:
     """`wearable-train evaluate hr`: per-recording results on stdout (Markdown)."""
     from training import hr
 
+    if args.out is not None:
+        if args.real_data is None or not args.loso:
+            raise TrainingError("--out writes the real-data card (hr_real_data.md), which "
+                                "leads with leave-subject-out: give --real-data DIR --loso")
+        from training import hr_loso
+
+        return hr_loso.card_command(args, log)
     bundle = args.bundle or Path("models") / "hr.json"
     sections = []
     if args.real_data is not None:
         folder = hr.spc_folder(args.real_data)
         if args.loso:
-            rows = hr.loso(folder, args.work, quick=args.quick, seed=args.seed,
-                           folds=args.folds, log=log)
+            from training import hr_loso
+
+            rows = hr_loso.loso(load_spc2015(folder), args.work,
+                                hr_loso.LosoPlan.for_run(args.quick), seed=args.seed,
+                                folds=args.folds, log=log)
             title = (f"IEEE SP Cup 2015, leave-subject-out ({args.folds} folds: each "
                      "recording scored by a model trained without it)")
         else:
@@ -354,10 +364,11 @@ def simulated_recording(seed: int, duration_s: float = 120.0) -> Recording:
 
 
 def ci_calibration(manifest_path: Path, seeds: Sequence[int],
-                   edges: Sequence[float] = (0, 5, 10, 15, 20, 25, 30, 40, 60, 200)) -> str:
+                   edges: Sequence[float] = (0, 5, 10, 15, 20, 25, 30, 40, 60, 200)
+                   ) -> list[dict[str, float]]:
     """How the runtime's credible-interval width predicts its error, on randomised simulated
     recordings never trained on (seeds outside the training streams): per width band, the
-    windows, their MAE and the share more than 5 / 10 bpm off. Markdown."""
+    windows, their MAE and the share more than 5 / 10 bpm off (`ci_table` prints it)."""
     width, err = [], []
     for seed in seeds:
         rec = simulated_recording(seed)
@@ -365,12 +376,20 @@ def ci_calibration(manifest_path: Path, seeds: Sequence[int],
         width.append(track.ci_high - track.ci_low)
         err.append(np.abs(track.value - rec.ref_bpm))
     w, e = np.concatenate(width), np.concatenate(err)
-    lines = ["| 90 % CI width (bpm) | windows | MAE (bpm) | > 5 bpm off | > 10 bpm off |",
-             "|---|---:|---:|---:|---:|"]
+    rows = []
     for a, b in pairwise(edges):
         sel = (w >= a) & (w < b)
         if sel.any():
-            off5, off10 = 100 * (e[sel] > 5).mean(), 100 * (e[sel] > 10).mean()
-            lines.append(f"| {a:g}-{b:g} | {sel.sum()} | {e[sel].mean():.2f} | "
-                         f"{off5:.0f} % | {off10:.0f} % |")
+            rows.append({"low": float(a), "high": float(b), "windows": int(sel.sum()),
+                         "mae": float(e[sel].mean()), "off5_pct": float(100 * (e[sel] > 5).mean()),
+                         "off10_pct": float(100 * (e[sel] > 10).mean())})
+    return rows
+
+
+def ci_table(rows: Sequence[dict[str, float]]) -> str:
+    """`ci_calibration`'s rows as Markdown."""
+    lines = ["| 90 % CI width (bpm) | windows | MAE (bpm) | > 5 bpm off | > 10 bpm off |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['low']:g}-{r['high']:g} | {r['windows']} | {r['mae']:.2f} | "
+              f"{r['off5_pct']:.0f} % | {r['off10_pct']:.0f} % |" for r in rows]
     return "\n".join(lines)

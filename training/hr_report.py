@@ -150,6 +150,14 @@ with new seeds.
   Zhang, Pi, Liu, "TROIKA", IEEE TBME 62(2):522-531, 2015; both PPG channels, time-stretched
   ×0.8/1/1.25). Their leave-subject-out results are in "Real recordings" below.
 
+## Real recordings
+
+Leave-one-subject-out on the 12 IEEE SP Cup 2015 recordings (each scored by a model never
+trained on it) beside a spectral-peak and a HeartPy peer on the same windows, this model on
+the same recordings, and how its credible interval's width predicts its error:
+[hr_real_data.md](hr_real_data.md), written by `make eval` (`wearable-train evaluate hr
+--real-data ../shared/datasets --loso --out models`).
+
 ## Reproduce
 
     wearable-train {m.name} --seed {t['seed']}{' --quick' if t.get('quick') else ''} --out DIR{real}
