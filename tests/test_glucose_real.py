@@ -109,10 +109,31 @@ def test_persistence_delays_and_thins_urgent_low_alerts():
     one = glucose_metrics.urgent_low(series, np.ones(len(ends), int), ends, pred,
                                      window_readings=12)
     two = glucose_metrics.urgent_low(series, np.ones(len(ends), int), ends, pred,
-                                     window_readings=12, persistence=2)
+                                     window_readings=12,
+                                     alarm=glucose_metrics.urgent_low_alarm(55.0, 2))
     assert (one["detected"], one["false_alert_episodes"]) == (1, 1)
     assert (two["detected"], two["false_alert_episodes"]) == (1, 0)
     assert two["median_lead_min"] == one["median_lead_min"] - 5
+
+
+def test_a_forecast_chattering_at_the_limit_is_one_alert_as_in_the_runtime():
+    # The 20-min forecast dips under 61 three times without a reading <= 55: the runtime's
+    # alarm stays active until the forecast is back above its hysteresis for its clear
+    # delay, so that is one (false) alert, not three.
+    cgm = np.array([120.0] * 12 + [90, 80, 72, 68, 66, 65, 66, 68, 67, 70, 80, 95]
+                   + [120.0] * 10)
+    ends = np.arange(11, len(cgm))
+    pred = np.full(len(ends), 130.0)
+    chatter = (ends >= 15) & (ends <= 22)
+    pred[chatter] = np.where(ends[chatter] % 2, 58.0, 64.0)
+    alarm = glucose_metrics.urgent_low_alarm(61.0)
+    result = glucose_metrics.urgent_low({1: cgm}, np.ones(len(ends), int), ends, pred,
+                                        window_readings=12, alarm=alarm)
+    assert (result["alert_episodes"], result["false_alert_episodes"]) == (1, 1)
+    assert result["false_alerts_reaching_70"] == 1
+    # Through the runtime's alarm state machine: raised once, active throughout.
+    raised, active = glucose_metrics.alarm_on_forecasts(ends, cgm[ends], pred, alarm)
+    assert raised.sum() == 1 and active[chatter].all() and not active[-1]
 
 
 def test_glucose_data_windows_match_real_windows_on_the_same_grid():
