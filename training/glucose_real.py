@@ -323,11 +323,9 @@ def tune_urgent_low(pred_20: np.ndarray, real: RealSet, window_readings: int,
 
 # --- the training run's and `wearable-train evaluate glucose`'s use of the above --------------
 
-# Real windows drawn for training and validation (a month-long trace would otherwise swamp a
-# two-day one less than it does already), and at most this many simulated training windows
-# beside them: real people weigh three times the simulator (1.1: 300 000 real, 433 000
-# simulated; more real weight forecast real people better in a pilot).
-MAX_TRAIN_WINDOWS, MAX_VAL_WINDOWS, MAX_SIM_TRAIN_WINDOWS = 450_000, 60_000, 150_000
+# Real windows drawn for training and validation (evenly at random: a month-long trace would
+# otherwise swamp a two-day one less than it does already).
+MAX_TRAIN_WINDOWS, MAX_VAL_WINDOWS = 300_000, 60_000
 
 
 def prepare(root: Path, pre, seed: int, log: Callable[[str], None]) -> dict[str, RealSet]:
