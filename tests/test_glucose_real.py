@@ -179,3 +179,15 @@ def test_real_data_without_the_models_recordings_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(tmp_path) in err
     assert not (tmp_path / "o" / "glucose.json").exists()
+
+
+def test_a_windows_sample_keeps_rows_whole_and_in_order():
+    cgm = 120 + 30 * np.sin(np.arange(60) / 5)
+    w = glucose_data.series_windows(glucose_data.Series(np.arange(60) * 300.0, cgm, cgm, (), ()),
+                                    PREPROCESSING, 1)
+    assert w.sample(len(w), seed=0) is w
+    part = w.sample(10, seed=0)
+    assert len(part) == 10 and np.all(np.diff(part.end) > 0)
+    rows = np.searchsorted(w.end, part.end)
+    assert np.array_equal(part.x, w.x[rows]) and np.array_equal(part.y, w.y[rows])
+    assert np.array_equal(part.end, w.sample(10, seed=0).end)  # seeded
