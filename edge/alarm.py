@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -307,6 +307,21 @@ def cleared_on_restart(device: str, rec: dict[str, Any], why: str,
     return AlarmEvent(rec["alarm_id"], device, rec["condition"], "cleared", rec["priority"],
                       rec["kind"], None, None, rec["unit"],
                       f"{rec['condition']} cleared: {why}", time_s, time_s)
+
+
+def replay_rule(config: AlarmsConfig, condition: str,
+                estimates: Iterable[Estimate | Observation]) -> list[tuple[bool, bool]]:
+    """One rule's alarm over one device's estimates, through the runtime's own state machine:
+    per estimate, (raised on it, active after it). The model card scores the urgent-low-soon
+    alarm with this, so its figures are what the runtime raises (delay, hysteresis, clear
+    delay and all)."""
+    rule = next(r for r in _rules(config) if r.condition == condition)
+    alarm = Alarm("replay", rule, realert_s=0.0)
+    out = []
+    for estimate in estimates:
+        event = alarm.update(estimate) if rule.bad or estimate.quality == GOOD else None
+        out.append((event is not None and event.event == "raised", alarm.active_id is not None))
+    return out
 
 
 class AlarmEngine:

@@ -109,10 +109,31 @@ def test_persistence_delays_and_thins_urgent_low_alerts():
     one = glucose_metrics.urgent_low(series, np.ones(len(ends), int), ends, pred,
                                      window_readings=12)
     two = glucose_metrics.urgent_low(series, np.ones(len(ends), int), ends, pred,
-                                     window_readings=12, persistence=2)
+                                     window_readings=12,
+                                     alarm=glucose_metrics.urgent_low_alarm(55.0, 2))
     assert (one["detected"], one["false_alert_episodes"]) == (1, 1)
     assert (two["detected"], two["false_alert_episodes"]) == (1, 0)
     assert two["median_lead_min"] == one["median_lead_min"] - 5
+
+
+def test_a_forecast_chattering_at_the_limit_is_one_alert_as_in_the_runtime():
+    # The 20-min forecast dips under 61 three times without a reading <= 55: the runtime's
+    # alarm stays active until the forecast is back above its hysteresis for its clear
+    # delay, so that is one (false) alert, not three.
+    cgm = np.array([120.0] * 12 + [90, 80, 72, 68, 66, 65, 66, 68, 67, 70, 80, 95]
+                   + [120.0] * 10)
+    ends = np.arange(11, len(cgm))
+    pred = np.full(len(ends), 130.0)
+    chatter = (ends >= 15) & (ends <= 22)
+    pred[chatter] = np.where(ends[chatter] % 2, 58.0, 64.0)
+    alarm = glucose_metrics.urgent_low_alarm(61.0)
+    result = glucose_metrics.urgent_low({1: cgm}, np.ones(len(ends), int), ends, pred,
+                                        window_readings=12, alarm=alarm)
+    assert (result["alert_episodes"], result["false_alert_episodes"]) == (1, 1)
+    assert result["false_alerts_reaching_70"] == 1
+    # Through the runtime's alarm state machine: raised once, active throughout.
+    raised, active = glucose_metrics.alarm_on_forecasts(ends, cgm[ends], pred, alarm)
+    assert raised.sum() == 1 and active[chatter].all() and not active[-1]
 
 
 def test_glucose_data_windows_match_real_windows_on_the_same_grid():
@@ -158,3 +179,15 @@ def test_real_data_without_the_models_recordings_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(tmp_path) in err
     assert not (tmp_path / "o" / "glucose.json").exists()
+
+
+def test_a_windows_sample_keeps_rows_whole_and_in_order():
+    cgm = 120 + 30 * np.sin(np.arange(60) / 5)
+    w = glucose_data.series_windows(glucose_data.Series(np.arange(60) * 300.0, cgm, cgm, (), ()),
+                                    PREPROCESSING, 1)
+    assert w.sample(len(w), seed=0) is w
+    part = w.sample(10, seed=0)
+    assert len(part) == 10 and np.all(np.diff(part.end) > 0)
+    rows = np.searchsorted(w.end, part.end)
+    assert np.array_equal(part.x, w.x[rows]) and np.array_equal(part.y, w.y[rows])
+    assert np.array_equal(part.end, w.sample(10, seed=0).end)  # seeded

@@ -81,6 +81,17 @@ class GlucoseWindows:
     def n_subjects(self) -> int:
         return len(np.unique(self.subject))
 
+    def take(self, keep: np.ndarray) -> GlucoseWindows:
+        return GlucoseWindows(self.x[keep], self.y[keep], self.last[keep], self.history[keep],
+                              self.subject[keep], self.end[keep])
+
+    def sample(self, n: int, seed: int) -> GlucoseWindows:
+        """At most n windows, drawn evenly at random, in their order."""
+        if len(self) <= n:
+            return self
+        return self.take(np.sort(np.random.default_rng(seed).choice(len(self), n,
+                                                                    replace=False)))
+
     @staticmethod
     def concat(parts: Sequence[GlucoseWindows]) -> GlucoseWindows:
         return GlucoseWindows(*(np.concatenate([getattr(p, f) for p in parts]) for f in

@@ -3,12 +3,18 @@ how well a predictive "urgent low soon" alert anticipates urgent lows."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-URGENT_LOW_MG_DL = 55.0  # the runtime's "urgent low soon" threshold on glucose_20min
+from edge.alarm import replay_rule
+from edge.bundle import rule_output
+from edge.config import AlarmsConfig, ThresholdAlarmConfig
+from edge.estimate import GOOD, Estimate
+
+URGENT_LOW_MG_DL = 55.0  # an urgent low (Dexcom, ISO 15197): a CGM reading at or below
 REARM_MG_DL = 70.0  # a new urgent-low event needs the CGM back above this first
 ALERT_WINDOW_READINGS = 4  # "within the 20 min before the event": 20, 15, 10, 5 min before
 FALSE_ALERT_HORIZON_READINGS = 6  # an alert is false if no reading <= 55 within 30 min
@@ -87,57 +93,74 @@ def urgent_low_events(cgm: np.ndarray, first_index: int) -> list[int]:
     return events
 
 
+def urgent_low_alarm(threshold: float = URGENT_LOW_MG_DL,
+                     persistence: int = 1) -> ThresholdAlarmConfig:
+    """The runtime's `glucose_urgent_low_soon` alarm settings (hysteresis, clear delay) with
+    this forecast limit and persistence (`persistence` readings in a row: its delay_s)."""
+    return dataclasses.replace(AlarmsConfig().glucose_urgent_low_soon, threshold=threshold,
+                               delay_s=(persistence - 1) * READING_MIN * 60.0)
+
+
+def alarm_on_forecasts(ends: np.ndarray, cgm_now: np.ndarray, pred_20: np.ndarray,
+                       alarm: ThresholdAlarmConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The runtime's urgent-low-soon alarm (edge.alarm, the state machine `run` and `replay`
+    use) over one series' windows: per window, (raised on it, active after it)."""
+    name = rule_output("glucose_forecast", "forecast_20min")
+    config = dataclasses.replace(AlarmsConfig(), glucose_urgent_low_soon=alarm)
+    estimates = (Estimate("eval", "glucose", float(g), "mg/dL", GOOD, None, e * READING_MIN
+                          * 60.0, "eval", {name: float(f)})
+                 for e, g, f in zip(ends.tolist(), cgm_now.tolist(), pred_20.tolist(),
+                                    strict=True))
+    states = np.array(replay_rule(config, "glucose_urgent_low_soon", estimates), bool)
+    return states.reshape(-1, 2)[:, 0], states.reshape(-1, 2)[:, 1]
+
+
 def urgent_low(series_cgm: Mapping[int, np.ndarray], subject: np.ndarray, end: np.ndarray,
                pred_20: np.ndarray, *, window_readings: int,
-               threshold: float = URGENT_LOW_MG_DL, persistence: int = 1) -> dict[str, Any]:
-    """How a predictive alert `pred_20 <= 55` anticipates urgent lows on held-out series.
+               alarm: ThresholdAlarmConfig | None = None) -> dict[str, Any]:
+    """How the runtime's urgent-low-soon alarm, driven by `pred_20`, anticipates urgent lows.
 
-    Per subject, window k ends at reading `end[k]` with forecast `pred_20[k]`.
+    Per subject, window k ends at reading `end[k]` with forecast `pred_20[k]`; the forecasts
+    go through the runtime's alarm (`alarm_on_forecasts`; default `urgent_low_alarm()`), so
+    one alarm is one alert however long the forecast chatters around its limit.
     - Event: see `urgent_low_events` (on the CGM readings, what the device sees and the model
       forecasts). Only events with all four windows ending 20, 15, 10 and 5 min before them
       inside the series count.
-    - Alert: `pred_20 <= threshold` on `persistence` consecutive windows (the runtime's
-      threshold and condition delay).
-    - Detected: at least one of those four windows alerts. Lead time: from the earliest of
-      them that alerts to the event.
-    - Alert episodes: runs of consecutive alerting windows. An episode is false when no
-      reading from its first window through the next 30 min is ≤ 55 mg/dL (so an alert
-      during an ongoing low is not false). Per day: over the total time covered by windows.
-      Near misses: false episodes with a reading ≤ 70 mg/dL within those 30 min.
+    - Detected: the alarm is active on at least one of those four windows (raised before the
+      event's own reading). Lead time: from that alarm's raise to the event.
+    - False alerts: alarms raised with no reading ≤ 55 mg/dL from the raise through the next
+      30 min (so an alarm during an ongoing low is not false), as in the true-alert rate of
+      CGM labelling (a predicted low confirmed within 30 min). Per day: over the total time
+      covered by windows. Near misses: false alerts with a reading ≤ 70 mg/dL within those
+      30 min.
     """
+    alarm = alarm or urgent_low_alarm()
     detected, missed, leads = 0, 0, []
-    false_episodes = episodes = near_misses = 0
+    false_alerts = raises = near_misses = 0
     windows_total = 0
     for sid, cgm in series_cgm.items():
         sel = subject == sid
-        ends, alerts = end[sel], pred_20[sel] <= threshold
-        if persistence > 1:  # the alarm's condition delay: `persistence` alerting readings
-            run = np.zeros(len(alerts), int)
-            for k in range(len(alerts)):
-                contiguous = k > 0 and ends[k] == ends[k - 1] + 1
-                run[k] = (run[k - 1] + 1 if contiguous else 1) if alerts[k] else 0
-            alerts = run >= persistence
+        ends = end[sel]
+        raised, active = alarm_on_forecasts(ends, cgm[ends], pred_20[sel], alarm)
         windows_total += int(sel.sum())
-        alert_at = dict(zip(ends.tolist(), alerts.tolist(), strict=True))
+        raise_index = np.maximum.accumulate(np.where(raised, np.arange(len(ends)), -1))
+        at = {e: k for k, e in enumerate(ends.tolist())}
         for j in urgent_low_events(cgm, window_readings - 1 + ALERT_WINDOW_READINGS):
             before = [j - k for k in range(ALERT_WINDOW_READINGS, 0, -1)]
-            if not all(i in alert_at for i in before):
+            if not all(i in at for i in before):
                 continue
-            hits = [i for i in before if alert_at[i]]
+            hits = [at[i] for i in before if active[at[i]]]
             if hits:
                 detected += 1
-                leads.append((j - hits[0]) * READING_MIN)
+                leads.append((j - ends[raise_index[hits[0]]]) * READING_MIN)
             else:
                 missed += 1
-        prev_end, prev_alert = -2, False
-        for e, a in zip(ends.tolist(), alerts.tolist(), strict=True):
-            if a and not (prev_alert and e == prev_end + 1):
-                episodes += 1
-                ahead = cgm[e : e + FALSE_ALERT_HORIZON_READINGS + 1]
-                if not (ahead <= URGENT_LOW_MG_DL).any():
-                    false_episodes += 1
-                    near_misses += int((ahead <= REARM_MG_DL).any())
-            prev_end, prev_alert = e, a
+        for e in ends[raised].tolist():
+            raises += 1
+            ahead = cgm[e : e + FALSE_ALERT_HORIZON_READINGS + 1]
+            if not (ahead <= URGENT_LOW_MG_DL).any():
+                false_alerts += 1
+                near_misses += int((ahead <= REARM_MG_DL).any())
     days = windows_total * READING_MIN / 1440.0
     events = detected + missed
     return {
@@ -145,12 +168,23 @@ def urgent_low(series_cgm: Mapping[int, np.ndarray], subject: np.ndarray, end: n
         "detected": detected,
         "sensitivity_pct": float(100.0 * detected / events) if events else None,
         "median_lead_min": float(np.median(leads)) if leads else None,
-        "alert_episodes": episodes,
-        "false_alert_episodes": false_episodes,
+        "alert_episodes": raises,
+        "false_alert_episodes": false_alerts,
         "false_alerts_reaching_70": near_misses,  # of those, reading <= 70 within 30 min
-        "false_alerts_per_day": float(false_episodes / days) if days else None,
+        "false_alerts_per_day": float(false_alerts / days) if days else None,
         "days": float(days),
     }
+
+
+def pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """`urgent_low` results of several series as one (the median lead time is left out)."""
+    keys = ("events", "detected", "alert_episodes", "false_alert_episodes",
+            "false_alerts_reaching_70", "days")
+    out: dict[str, Any] = {k: sum(r[k] for r in results) for k in keys}
+    out["sensitivity_pct"] = (100.0 * out["detected"] / out["events"]) if out["events"] else None
+    out["false_alerts_per_day"] = (out["false_alert_episodes"] / out["days"]) if out["days"] \
+        else None
+    return out
 
 
 def per_subject_rmse(pred: np.ndarray, ref: np.ndarray, subject: np.ndarray) -> dict[str, Any]:

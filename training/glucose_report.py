@@ -163,7 +163,7 @@ def _clarke_table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def _urgent_table(results: dict[str, dict[str, Any]]) -> str:
-    lines = ["| variant | events | detected | sensitivity | median lead | alert episodes | "
+    lines = ["| variant | events | detected | sensitivity | median lead | alerts | "
              "false alerts (reaching ≤ 70) | false alerts / day |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
@@ -268,16 +268,17 @@ Definitions (CGM readings, 5 min apart, per subject):
   before another one counts (chatter around the threshold is one event). Only events with
   forecast windows 20, 15, 10 and 5 min before them count (the first hour of a recording has
   no windows).
-- **Detected**: at least one of the windows ending 20, 15, 10 or 5 min before the event has
-  glucose_20min ≤ {gm.URGENT_LOW_MG_DL:g}. An alert at the event's own reading does not count
-  (a plain threshold alarm does that). **Lead time**: from the earliest of those alerting
-  windows to the event.
-- **False alerts**: an alert episode is a run of consecutive windows with glucose_20min ≤
-  {gm.URGENT_LOW_MG_DL:g}; it is false when no reading from its first window through the
-  next 30 min is ≤ {gm.URGENT_LOW_MG_DL:g} (an alert during an ongoing low is not false);
-  in brackets, those false alerts after which the CGM still fell to ≤ {gm.REARM_MG_DL:g}
-  mg/dL within 30 min (near misses). Per day of windows (all held-out subjects,
-  {q['urgent_low']['days']:.1f} days).
+- **Alert**: the runtime's `glucose_urgent_low_soon` alarm (edge.alarm, its hysteresis
+  and clear delay) driven by glucose_20min with its limit at {gm.URGENT_LOW_MG_DL:g}: an
+  alarm stays one alert until the forecast has been back above the limit plus the
+  hysteresis for the clear delay.
+- **Detected**: the alarm is active on at least one of the windows ending 20, 15, 10 or 5
+  min before the event. An alarm raised at the event's own reading does not count (a plain
+  threshold alarm does that). **Lead time**: from that alarm's raise to the event.
+- **False alerts**: alarms raised with no reading ≤ {gm.URGENT_LOW_MG_DL:g} from the raise
+  through the next 30 min (an alarm during an ongoing low is not false); in brackets,
+  those after which the CGM still fell to ≤ {gm.REARM_MG_DL:g} mg/dL within 30 min (near
+  misses). Per day of windows (all held-out subjects, {q['urgent_low']['days']:.1f} days).
 
 Linear extrapolation and last value are scored with the same rule applied to their +20 min
 forecast.
