@@ -16,7 +16,12 @@ from edge.cli import main
 from edge.config import AlarmsConfig, config_from_dict
 from edge.errors import CommandError, ConfigError
 from edge.estimate import GOOD, UNCALIBRATED, UNCERTAIN, BloodPressureRunner
-from edge.features import BP_SCALARS
+from edge.features import (
+    BP_SCALARS,
+    bp_amplitude_reference,
+    bp_log_amplitude,
+    bp_relative_amplitude,
+)
 from edge.infer import load_model
 from edge.messages import Topics
 from edge.pipeline import DevicePipeline
@@ -28,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 PRE = bp.PREPROCESSING
 SHAPE = PRE.feature_params["shape_points"]
+AMPLITUDE = SHAPE + BP_SCALARS.index("amplitude")
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +53,32 @@ def windows(rec, ecg_gain=1.0, ecg_offset=0.0, ppg_gain=1.0, ppg_offset=0.0):
                                          (rec.ppg * ppg_gain + ppg_offset, rec.ppg_rate)])
 
 
-@pytest.mark.parametrize(("ecg_gain", "ecg_offset", "ppg_gain", "ppg_offset"), [
+UNITS = [
     (1e-3, 0.0, 1e-3, 0.0),  # ECG in V, PPG in a unit a thousand times larger
     (1e3, -2e3, 1e3, 5e6),  # ECG in uV with a baseline; PPG in finer counts on a large DC
     (1.0, 0.0, 1e-5, 2.5),  # PPG in volts on a 2.5 V reference (PhysioNet "NU")
     (-1.0, 0.0, 0.02, 0.0),  # an inverted lead and a small PPG
-])
+]
+CAL_AT_S = 60.0  # a cuff reading one minute in
+
+
+@pytest.mark.parametrize(("ecg_gain", "ecg_offset", "ppg_gain", "ppg_offset"), UNITS)
 def test_estimates_do_not_depend_on_sensor_units(model, recording, ecg_gain, ecg_offset,
                                                  ppg_gain, ppg_offset):
     ref = windows(recording)
     got = windows(recording, ecg_gain, ecg_offset, ppg_gain, ppg_offset)
     assert len(ref.features) == len(got.features) >= (120 - 16) // 4  # 16 s every 4 s
     assert (ref.features[:, -1] == 1).all()  # every window found its beats
-    np.testing.assert_allclose(got.features, ref.features, atol=1e-4)
-    before = np.stack([model.estimates(x) for x in ref.features])
-    after = np.stack([model.estimates(x) for x in got.features])
+    # The feature function's amplitude is in the PPG's units: it moves by ln(gain) ...
+    np.testing.assert_allclose(bp_log_amplitude(got.features) - bp_log_amplitude(ref.features),
+                               np.log(ppg_gain), atol=1e-4)
+    # ... and the model takes it relative to the amplitude at calibration, where gain cancels.
+    x_ref, x_got = (bp_data.relative_to_calibration(w.features, w.end_s, CAL_AT_S, SHAPE)
+                    for w in (ref, got))
+    assert np.ptp(x_ref[:, AMPLITUDE]) > 0.1  # the pulse grows and shrinks with the pressure
+    np.testing.assert_allclose(x_got, x_ref, atol=1e-4)
+    before = np.stack([model.estimates(x) for x in x_ref])
+    after = np.stack([model.estimates(x) for x in x_got])
     step = model.manifest.output.scale * np.asarray(model.manifest.output_params["scale"])
     assert (np.abs(after - before) <= step + 1e-9).all()  # at most one int8 output step
     runner = BloodPressureRunner("d", model)
@@ -69,9 +86,72 @@ def test_estimates_do_not_depend_on_sensor_units(model, recording, ecg_gain, ecg
     assert ((after > low + 5) & (after < high - 5)).all()  # nowhere near the floor (2.0.0's)
 
 
-def test_no_feature_is_in_sensor_units():
-    assert "log_amplitude" not in BP_SCALARS
+def published(model, rec, ppg_gain=1.0, ppg_offset=0.0, cal_at_s=CAL_AT_S):
+    """(end_s, systolic, diastolic, quality) a BloodPressureRunner publishes for each window of
+    the recording (PPG rescaled), calibrated with the recording's cuff reading at `cal_at_s`."""
+    from training.windows import condition_channels
+
+    ecg, ppg = condition_channels(PRE, [(rec.ecg, rec.ecg_rate),
+                                        (rec.ppg * ppg_gain + ppg_offset, rec.ppg_rate)])
+    runner = BloodPressureRunner("d", model)
+    cuff = rec.cuff[1][np.searchsorted(rec.cuff[0], cal_at_s)]
+    out = []
+    for k in range(min(len(ecg), len(ppg))):
+        end_s = (PRE.window_samples + PRE.hop_samples * k) / PRE.sample_rate_hz
+        outputs = runner.outputs(runner.feature(ecg[k], ppg[k], **runner.params))
+        sbp, dbp = runner.interpret(outputs, GOOD, None, end_s)
+        out.append((end_s, sbp.value, dbp.value, sbp.quality))
+        if end_s == cal_at_s:
+            runner.calibrate(*cuff, "nurse", "now")
+    return out
+
+
+@pytest.mark.parametrize(("ppg_gain", "ppg_offset"), [(g, o) for _, _, g, o in UNITS])
+def test_a_calibrated_runner_publishes_the_same_whatever_the_ppg_units(model, recording,
+                                                                       ppg_gain, ppg_offset):
+    ref = published(model, recording)
+    got = published(model, recording, ppg_gain, ppg_offset)
+    assert [q for *_, q in got] == [q for *_, q in ref]
+    assert {q for t, *_, q in ref if t > CAL_AT_S} == {GOOD}  # calibrated, all plausible
+    step = model.manifest.output.scale * np.asarray(model.manifest.output_params["scale"])
+    diff = np.abs(np.array([v[1:3] for v in got]) - np.array([v[1:3] for v in ref]))
+    assert (diff <= step + 0.01).all()  # at most one int8 step (offsets are rounded to 0.01)
+
+
+def test_the_runtime_calibrates_as_training_scores(model, recording):
+    """The runner's calibrated estimates are training's: the model on the windows relative to
+    the amplitude of the 30 s before the cuff reading, offset by the cuff minus their median
+    (`training.bp.calibrate`): one code path for the amplitude reference."""
+    w = windows(recording)
+    x = bp_data.relative_to_calibration(w.features, w.end_s, CAL_AT_S, SHAPE)
+    pred = np.stack([model.estimates(row) for row in x])
+    cuff = recording.cuff[1][np.searchsorted(recording.cuff[0], CAL_AT_S)]
+    n = len(pred)
+    labelled = bp_data.BpWindows(
+        x=x, sbp=np.zeros(n), dbp=np.zeros(n), hr=np.zeros(n), motion=np.zeros(n),
+        end_s=w.end_s, subject=np.zeros(n, np.int64), cal_time=np.full(n, CAL_AT_S),
+        cal_sbp=np.full(n, cuff[0]), cal_dbp=np.full(n, cuff[1]))
+    expected, scored = bp.calibrate(pred, labelled)
+    got = np.array([v[1:3] for v in published(model, recording)])
+    assert scored.sum() == (w.end_s > CAL_AT_S).sum() > 10
+    np.testing.assert_allclose(got[scored], expected[scored], atol=0.006)  # offsets: 0.01
+    # before the calibration: the uncalibrated estimate sees the amplitude ratio 1
+    before = np.stack([model.estimates(row) for row in bp_relative_amplitude(w.features, None)])
+    np.testing.assert_allclose(got[~scored], before[~scored], atol=1e-9)
+
+
+def test_the_amplitude_reaches_the_model_only_relative_to_calibration():
     assert model_input_size() == SHAPE + len(BP_SCALARS)
+    x = np.zeros((3, SHAPE + len(BP_SCALARS)), np.float32)
+    x[:, -1] = 1.0  # valid
+    x[:, SHAPE + BP_SCALARS.index("amplitude")] = np.log([2000.0, 1000.0, 500.0])
+    assert bp_amplitude_reference(x) == pytest.approx(np.log(1000.0))
+    rel = bp_relative_amplitude(x, bp_amplitude_reference(x))[:, AMPLITUDE]
+    np.testing.assert_allclose(rel, np.log([2.0, 1.0, 0.5]) / 0.5, atol=1e-6)
+    assert (bp_relative_amplitude(x, None)[:, AMPLITUDE] == 0).all()  # no calibration yet
+    x[0, -1] = 0.0  # a window without beats neither sets the reference nor reads one
+    assert bp_amplitude_reference(x) == pytest.approx(np.log(np.sqrt(1000.0 * 500.0)))
+    assert bp_relative_amplitude(x, 0.0)[0, AMPLITUDE] == 0.0
 
 
 def model_input_size() -> int:
@@ -155,7 +235,11 @@ def test_a_calibration_against_only_implausible_windows_is_refused_with_the_reas
     assert runner.calibration is None
     runner.interpret(np.array([118.0, 75.0]), GOOD, None, 50.0)
     cal = runner.calibrate(120, 80, "nurse", "now")  # against the one usable window only
-    assert (cal.systolic_offset, cal.diastolic_offset) == (2.0, 5.0)
+    # re-estimated against the amplitude it fixes (its own: a ratio of 1, as before it)
+    estimate = model.estimates(bp_relative_amplitude(runner._features, None))
+    assert cal.systolic_offset == pytest.approx(120 - estimate[0], abs=0.005)
+    assert cal.diastolic_offset == pytest.approx(80 - estimate[1], abs=0.005)
+    assert cal.ppg_log_amplitude == bp_log_amplitude(runner._measured)
 
 
 def test_calibrate_command_on_an_implausible_stream_is_refused_on_the_reply(model, recording):
