@@ -59,7 +59,7 @@ UNITS = [
     (1.0, 0.0, 1e-5, 2.5),  # PPG in volts on a 2.5 V reference (PhysioNet "NU")
     (-1.0, 0.0, 0.02, 0.0),  # an inverted lead and a small PPG
 ]
-CAL_AT_S = 60.0  # a cuff reading one minute in
+CAL_AT_S = 30.0  # the recording's cuff reading (device_sim: at 30 s)
 
 
 @pytest.mark.parametrize(("ecg_gain", "ecg_offset", "ppg_gain", "ppg_offset"), UNITS)
@@ -86,22 +86,23 @@ def test_estimates_do_not_depend_on_sensor_units(model, recording, ecg_gain, ecg
     assert ((after > low + 5) & (after < high - 5)).all()  # nowhere near the floor (2.0.0's)
 
 
-def published(model, rec, ppg_gain=1.0, ppg_offset=0.0, cal_at_s=CAL_AT_S):
+def published(model, rec, ppg_gain=1.0, ppg_offset=0.0):
     """(end_s, systolic, diastolic, quality) a BloodPressureRunner publishes for each window of
-    the recording (PPG rescaled), calibrated with the recording's cuff reading at `cal_at_s`."""
+    the recording (PPG rescaled), calibrated with its cuff reading when it comes."""
     from training.windows import condition_channels
 
     ecg, ppg = condition_channels(PRE, [(rec.ecg, rec.ecg_rate),
                                         (rec.ppg * ppg_gain + ppg_offset, rec.ppg_rate)])
     runner = BloodPressureRunner("d", model)
-    cuff = rec.cuff[1][np.searchsorted(rec.cuff[0], cal_at_s)]
+    (cal_at_s,), (cuff,) = rec.cuff
+    assert cal_at_s == CAL_AT_S
     out = []
     for k in range(min(len(ecg), len(ppg))):
         end_s = (PRE.window_samples + PRE.hop_samples * k) / PRE.sample_rate_hz
         outputs = runner.outputs(runner.feature(ecg[k], ppg[k], **runner.params))
         sbp, dbp = runner.interpret(outputs, GOOD, None, end_s)
         out.append((end_s, sbp.value, dbp.value, sbp.quality))
-        if end_s == cal_at_s:
+        if end_s <= cal_at_s < end_s + PRE.hop_s:  # the cuff reading comes
             runner.calibrate(*cuff, "nurse", "now")
     return out
 
@@ -125,7 +126,7 @@ def test_the_runtime_calibrates_as_training_scores(model, recording):
     w = windows(recording)
     x = bp_data.relative_to_calibration(w.features, w.end_s, CAL_AT_S, SHAPE)
     pred = np.stack([model.estimates(row) for row in x])
-    cuff = recording.cuff[1][np.searchsorted(recording.cuff[0], CAL_AT_S)]
+    (cuff,) = recording.cuff[1]
     n = len(pred)
     labelled = bp_data.BpWindows(
         x=x, sbp=np.zeros(n), dbp=np.zeros(n), hr=np.zeros(n), motion=np.zeros(n),
