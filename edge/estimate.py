@@ -549,8 +549,9 @@ class BloodPressureRunner(ModelRunner):
         m = self.model.manifest
         if quality == GOOD:
             why = self.doubt(outputs, end_s)
-            if why is None and self._measured is not None:
-                self._recent.append((end_s, self._measured))
+            if why is None:
+                if self._measured is not None:  # what the feature function just measured
+                    self._recent.append((end_s, self._measured))
             else:
                 quality = UNCERTAIN
                 self._doubts.append((end_s, why))
