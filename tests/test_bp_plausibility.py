@@ -350,12 +350,16 @@ def test_evaluate_bp_on_a_missing_folder_is_one_line(tmp_path, capsys):
 
 
 def test_evaluate_bp_on_the_real_ppg_bp_set(tmp_path):
+    """As the card and `make eval` run it: --real-data is the shared datasets folder."""
     from training import bp_real
+    from training.cli import main as train_main
 
     folder = bp_real.default_dir()
     if not (folder / "PPG-BP dataset.xlsx").is_file():
         pytest.skip(f"PPG-BP dataset not at {folder} (shared data; see docs/models.md)")
-    r = bp_real.evaluate(folder, tmp_path, log=lambda _: None)
+    assert train_main(["evaluate", "bp", "--real-data", str(folder.parent),
+                       "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "bp_real_data.json").read_text())
     assert r["people"] >= 200 and r["people_scored"] >= 0.95 * r["people"]
     for target, (lo, hi) in (("sbp", (110, 140)), ("dbp", (60, 80))):
         assert lo < r[target]["truth"]["mean"] < hi  # the cuff readings were read
