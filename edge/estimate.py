@@ -18,10 +18,12 @@ import numpy as np
 
 from edge.errors import CommandError, ModelError, StreamError
 from edge.features import (
+    BP_AMPLITUDE_RATIOS,
     CGM_MAX_GAP_S,
     bp_amplitude_reference,
     bp_feature_name,
     bp_hr_bpm,
+    bp_log_amplitude,
     bp_relative_amplitude,
     cgm_on_grid,
     get_feature,
@@ -457,7 +459,8 @@ class BloodPressureRunner(ModelRunner):
     Pulse amplitude: the model sees each window's PPG pulse amplitude relative to the one a
     calibration fixed (the median over the windows it was made against), so the sensor's
     gain cancels; before a calibration the ratio is 1. A calibration re-estimates those
-    windows against the reference it fixes, as training does."""
+    windows against the reference it fixes, as training does. A ratio beyond what the
+    model takes (BP_AMPLITUDE_RATIOS: a sensor's gain or position changed) is uncertain."""
 
     CALIBRATION_SPAN_S = 30.0
     VITALS = ("systolic_bp", "diastolic_bp")
@@ -518,6 +521,9 @@ class BloodPressureRunner(ModelRunner):
             if o is not None:
                 return (f"{names[o]} {outputs[o]:.1f} {m.unit} outside the trained range "
                         f"{low[o]:g}-{high[o]:g}")
+        why = self._amplitude_doubt()
+        if why is not None:
+            return why
         x = self._features
         if x is not None and "input_low" in bounds:
             lo, hi = np.asarray(bounds["input_low"]), np.asarray(bounds["input_high"])
@@ -526,6 +532,21 @@ class BloodPressureRunner(ModelRunner):
                 return (f"feature {bp_feature_name(f, self._shape_points)} "
                         f"= {x[f]:.3g} outside its training range {lo[f]:g}..{hi[f]:g}")
         return self._step(outputs, end_s)
+
+    def _amplitude_doubt(self) -> str | None:
+        """The PPG pulse beyond the amplitude ratios the model takes (its input is clipped):
+        a sensor whose gain or position changed since the calibration, most likely."""
+        cal, measured = self.calibration, self._measured
+        if cal is None or cal.ppg_log_amplitude is None or measured is None or measured[-1] < 1:
+            return None
+        ratio = float(np.exp(bp_log_amplitude(measured, self._shape_points)
+                             - cal.ppg_log_amplitude))
+        low, high = BP_AMPLITUDE_RATIOS
+        if low <= ratio <= high:
+            return None
+        return (f"PPG pulse amplitude x{ratio:.3g} of the calibration's, outside the "
+                f"{low:.2f}-{high:.2f} the model takes (sensor gain or position changed?): "
+                "calibrate again")
 
     def _step(self, outputs: np.ndarray, end_s: float) -> str | None:
         """A jump of systolic pressure at a steady heart rate (see the class docstring)."""

@@ -192,6 +192,9 @@ BP_SCALARS = ("pat_beats", "pat_mean_pulse", "pat_foot", "rise_time", "hr", "rr_
 _PAT_REF_S, _PAT_SPAN_S = 0.3, 0.15  # PAT features: (pat - ref) / span
 _AMP_SPAN = 0.5  # relative amplitude: ln(amplitude / amplitude at calibration) / span
 _AMPLITUDE = BP_SCALARS.index("amplitude")
+_AMP_CLIP = 3.0  # the model's input is clipped here: it cannot tell a larger ratio apart
+# The amplitude ratios (to the calibration's) the model can take: 0.22-4.5.
+BP_AMPLITUDE_RATIOS = (float(np.exp(-_AMP_CLIP * _AMP_SPAN)), float(np.exp(_AMP_CLIP * _AMP_SPAN)))
 
 
 def _as_1d(x: np.ndarray) -> np.ndarray:
@@ -439,12 +442,14 @@ def bp_amplitude_reference(features: np.ndarray, shape_points: int = 32) -> floa
 def bp_relative_amplitude(features: np.ndarray, reference: float | None,
                           shape_points: int = 32) -> np.ndarray:
     """`ecg_ppg_pat` windows as the model takes them: the amplitude column becomes
-    ln(amplitude / amplitude at calibration) / 0.5, clipped to [-3, 3] (a gain of the PPG
-    cancels in the ratio); 0 without a reference (before a calibration: as if at it) and on
-    invalid windows. Training and the runtime both call this (one code path)."""
+    ln(amplitude / amplitude at calibration) / 0.5, clipped to [-3, 3] (BP_AMPLITUDE_RATIOS;
+    a gain of the PPG cancels in the ratio); 0 without a reference (before a calibration: as
+    if at it) and on invalid windows. Training and the runtime both call this (one code
+    path)."""
     x = np.array(features, dtype=np.float32)
     col = x[..., shape_points + _AMPLITUDE]
-    rel = 0.0 if reference is None else np.clip((col - reference) / _AMP_SPAN, -3.0, 3.0)
+    rel = (0.0 if reference is None
+           else np.clip((col - reference) / _AMP_SPAN, -_AMP_CLIP, _AMP_CLIP))
     x[..., shape_points + _AMPLITUDE] = np.where(x[..., -1] > 0.5, rel, 0.0)
     return x
 

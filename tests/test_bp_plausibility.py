@@ -6,6 +6,7 @@ own cuff readings calibrate it when the configuration allows, through the real C
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,32 +87,34 @@ def test_estimates_do_not_depend_on_sensor_units(model, recording, ecg_gain, ecg
     assert ((after > low + 5) & (after < high - 5)).all()  # nowhere near the floor (2.0.0's)
 
 
-def published(model, rec, ppg_gain=1.0, ppg_offset=0.0):
+def published(model, rec, ppg_gain=1.0, ppg_offset=0.0, ppg=None):
     """(end_s, systolic, diastolic, quality) a BloodPressureRunner publishes for each window of
-    the recording (PPG rescaled), calibrated with its cuff reading when it comes."""
+    the recording (its PPG rescaled, or `ppg` instead), calibrated with its cuff reading when
+    it comes; and the runner."""
     from training.windows import condition_channels
 
-    ecg, ppg = condition_channels(PRE, [(rec.ecg, rec.ecg_rate),
-                                        (rec.ppg * ppg_gain + ppg_offset, rec.ppg_rate)])
+    ppg = rec.ppg if ppg is None else ppg
+    ecg_w, ppg_w = condition_channels(PRE, [(rec.ecg, rec.ecg_rate),
+                                            (ppg * ppg_gain + ppg_offset, rec.ppg_rate)])
     runner = BloodPressureRunner("d", model)
     (cal_at_s,), (cuff,) = rec.cuff
     assert cal_at_s == CAL_AT_S
     out = []
-    for k in range(min(len(ecg), len(ppg))):
+    for k in range(min(len(ecg_w), len(ppg_w))):
         end_s = (PRE.window_samples + PRE.hop_samples * k) / PRE.sample_rate_hz
-        outputs = runner.outputs(runner.feature(ecg[k], ppg[k], **runner.params))
+        outputs = runner.outputs(runner.feature(ecg_w[k], ppg_w[k], **runner.params))
         sbp, dbp = runner.interpret(outputs, GOOD, None, end_s)
         out.append((end_s, sbp.value, dbp.value, sbp.quality))
         if end_s <= cal_at_s < end_s + PRE.hop_s:  # the cuff reading comes
             runner.calibrate(*cuff, "nurse", "now")
-    return out
+    return out, runner
 
 
 @pytest.mark.parametrize(("ppg_gain", "ppg_offset"), [(g, o) for _, _, g, o in UNITS])
 def test_a_calibrated_runner_publishes_the_same_whatever_the_ppg_units(model, recording,
                                                                        ppg_gain, ppg_offset):
-    ref = published(model, recording)
-    got = published(model, recording, ppg_gain, ppg_offset)
+    ref, _ = published(model, recording)
+    got, _ = published(model, recording, ppg_gain, ppg_offset)
     assert [q for *_, q in got] == [q for *_, q in ref]
     assert {q for t, *_, q in ref if t > CAL_AT_S} == {GOOD}  # calibrated, all plausible
     step = model.manifest.output.scale * np.asarray(model.manifest.output_params["scale"])
@@ -133,12 +136,35 @@ def test_the_runtime_calibrates_as_training_scores(model, recording):
         end_s=w.end_s, subject=np.zeros(n, np.int64), cal_time=np.full(n, CAL_AT_S),
         cal_sbp=np.full(n, cuff[0]), cal_dbp=np.full(n, cuff[1]))
     expected, scored = bp.calibrate(pred, labelled)
-    got = np.array([v[1:3] for v in published(model, recording)])
+    got = np.array([v[1:3] for v in published(model, recording)[0]])
     assert scored.sum() == (w.end_s > CAL_AT_S).sum() > 10
     np.testing.assert_allclose(got[scored], expected[scored], atol=0.006)  # offsets: 0.01
     # before the calibration: the uncalibrated estimate sees the amplitude ratio 1
     before = np.stack([model.estimates(row) for row in bp_relative_amplitude(w.features, None)])
     np.testing.assert_allclose(got[~scored], before[~scored], atol=1e-9)
+
+
+@pytest.mark.parametrize(("gain", "doubted"), [(1.5, False), (10.0, True), (0.1, True)])
+def test_a_ppg_gain_change_after_calibration_beyond_the_models_ratios_is_uncertain(
+        model, recording, gain, doubted):
+    """A sensor whose gain (or seat) changes after the calibration: within the amplitude
+    ratios the model takes (0.22-4.5) it is a pulse that grew or shrank; beyond them the
+    model's clipped input cannot say, so the window is uncertain and says why."""
+    change_at_s = 60.0
+    after = np.arange(len(recording.ppg)) >= change_at_s * recording.ppg_rate
+    dc = recording.ppg.mean()
+    ppg = np.where(after, dc + (recording.ppg - dc) * gain, recording.ppg)
+    out, runner = published(model, recording, ppg=ppg)
+    clean = [q for t, *_, q in out if t >= change_at_s + PRE.window_s + 4]  # past the step
+    assert len(clean) >= 5
+    assert {q for t, *_, q in out if CAL_AT_S < t <= change_at_s} == {GOOD}
+    if doubted:
+        assert set(clean) == {UNCERTAIN}
+        why = re.match(r"PPG pulse amplitude x([\d.e+-]+) of the calibration's, outside the "
+                       r"0\.22-4\.48 the model takes", runner._doubts[-1][1])
+        assert why and gain / 2 < float(why[1]) < gain * 2, runner._doubts[-1][1]
+    else:
+        assert set(clean) == {GOOD}
 
 
 def test_the_amplitude_reaches_the_model_only_relative_to_calibration():

@@ -215,7 +215,8 @@ The pulse amplitude enters as its ratio to the amplitude at the calibration: in 
 the pulse grows in proportion to the pulse pressure, but on a real wrist it also changes with
 vasomotor tone, skin temperature, sensor contact pressure and a sensor's automatic LED
 gain, none of which is simulated; what it adds after a calibration is unvalidated on real
-people (a gain step larger than training's range is published as `uncertain`).
+people. A ratio outside 0.22-4.5 (where the model's input is clipped: a sensor whose gain
+or seat changed since the calibration) is published as `uncertain`.
 
 **Calibration, as the runtime does it.** Each subject's first cuff reading (the simulator's
 cuff at 30 s: true BP plus N(0, (4·min(noise, 1))²) mmHg cuff error, whole mmHg) sets
