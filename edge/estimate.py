@@ -537,7 +537,7 @@ class BloodPressureRunner(ModelRunner):
         """The PPG pulse beyond the amplitude ratios the model takes (its input is clipped):
         a sensor whose gain or position changed since the calibration, most likely."""
         cal, measured = self.calibration, self._measured
-        if cal is None or cal.ppg_log_amplitude is None or measured is None or measured[-1] < 1:
+        if cal is None or cal.ppg_log_amplitude is None or measured is None or measured[-1] < 0.5:
             return None
         ratio = float(np.exp(bp_log_amplitude(measured, self._shape_points)
                              - cal.ppg_log_amplitude))

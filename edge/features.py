@@ -4,7 +4,8 @@ A feature set is chosen by name in the model manifest; unknown names are rejecte
 list of valid ones. Each function takes windows already conditioned by edge.signal (band-passed,
 at the model rate) and returns a float32 array shaped like the model input without the batch
 axis. Normalisation is per window, so the model sees pulse shape and rhythm, not the sensor's
-amplitude or offset.
+amplitude or offset (the BP pulse amplitude reaches its model only as a ratio to the
+amplitude at calibration: `bp_relative_amplitude`).
 """
 
 from __future__ import annotations
@@ -456,7 +457,7 @@ def bp_relative_amplitude(features: np.ndarray, reference: float | None,
 
 def bp_pat_s(features: np.ndarray, shape_points: int = 32) -> np.ndarray:
     """The median per-beat pulse arrival time in seconds, read back from `ecg_ppg_pat`
-    features (..., shape_points + 8): for PAT-only baselines and diagnostics."""
+    features (..., shape_points + 9): for PAT-only baselines and diagnostics."""
     return np.asarray(features)[..., shape_points] * _PAT_SPAN_S + _PAT_REF_S
 
 

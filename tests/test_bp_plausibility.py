@@ -171,7 +171,7 @@ def test_the_amplitude_reaches_the_model_only_relative_to_calibration():
     assert model_input_size() == SHAPE + len(BP_SCALARS)
     x = np.zeros((3, SHAPE + len(BP_SCALARS)), np.float32)
     x[:, -1] = 1.0  # valid
-    x[:, SHAPE + BP_SCALARS.index("amplitude")] = np.log([2000.0, 1000.0, 500.0])
+    x[:, AMPLITUDE] = np.log([2000.0, 1000.0, 500.0])
     assert bp_amplitude_reference(x) == pytest.approx(np.log(1000.0))
     rel = bp_relative_amplitude(x, bp_amplitude_reference(x))[:, AMPLITUDE]
     np.testing.assert_allclose(rel, np.log([2.0, 1.0, 0.5]) / 0.5, atol=1e-6)

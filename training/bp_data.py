@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edge.bundle import Preprocessing
+from edge.estimate import BloodPressureRunner
 from edge.features import bp_amplitude_reference, bp_relative_amplitude
 from training.data import SPLITS
 from training.errors import TrainingError
@@ -33,7 +34,7 @@ STIFFNESS = (0.8, 1.25)  # wave speed relative to the reference subject
 PAT_OFFSET_MS = (-40.0, 40.0)  # pre-ejection period and other per-subject offsets
 MAX_WORKERS = 2
 MOVING_LEVEL = 0.1  # mean truth motion (0 rest .. 1 run) from which a window is "motion"
-CALIBRATION_SPAN_S = 30.0  # the runtime's span of windows before a cuff reading
+CALIBRATION_SPAN_S = BloodPressureRunner.CALIBRATION_SPAN_S  # windows before a cuff reading
 
 
 @dataclass(frozen=True)
