@@ -18,9 +18,13 @@ import numpy as np
 
 from edge.errors import CommandError, ModelError, StreamError
 from edge.features import (
+    BP_AMPLITUDE_RATIOS,
     CGM_MAX_GAP_S,
+    bp_amplitude_reference,
     bp_feature_name,
     bp_hr_bpm,
+    bp_log_amplitude,
+    bp_relative_amplitude,
     cgm_on_grid,
     get_feature,
     motion_rms_g,
@@ -432,6 +436,9 @@ class Calibration:
     device_time_s: float
     operator: str
     time: str  # UTC, ISO 8601
+    # ln of the PPG pulse amplitude (sensor units) at the calibration: the model sees each
+    # window's amplitude relative to it. None: a calibration stored before bp 3.1.0.
+    ppg_log_amplitude: float | None = None
 
 
 class BloodPressureRunner(ModelRunner):
@@ -447,7 +454,13 @@ class BloodPressureRunner(ModelRunner):
     while the heart rate stays steady (a heart does not do that; a misread beat does). Three
     jumps in a row that agree with each other are a new level and are accepted. A model
     marked experimental in its manifest adds details {"experimental": true} to every
-    estimate."""
+    estimate.
+
+    Pulse amplitude: the model sees each window's PPG pulse amplitude relative to the one a
+    calibration fixed (the median over the windows it was made against), so the sensor's
+    gain cancels; before a calibration the ratio is 1. A calibration re-estimates those
+    windows against the reference it fixes, as training does. A ratio beyond what the
+    model takes (BP_AMPLITUDE_RATIOS: a sensor's gain or position changed) is uncertain."""
 
     CALIBRATION_SPAN_S = 30.0
     VITALS = ("systolic_bp", "diastolic_bp")
@@ -459,18 +472,24 @@ class BloodPressureRunner(ModelRunner):
     def __init__(self, device: str, model: Model) -> None:
         super().__init__(device, model)
         self.calibration: Calibration | None = None
+        # (end_s, the feature function's own output) of the usable recent windows
         self._recent: deque[tuple[float, np.ndarray]] = deque()
         self._doubts: deque[tuple[float, str]] = deque()  # (end_s, why) of uncertain windows
-        self._features: np.ndarray | None = None
+        self._measured: np.ndarray | None = None  # the window's features, amplitude in units
+        self._features: np.ndarray | None = None  # ... as the model took them
         self._last: tuple[float, np.ndarray, float] | None = None  # accepted: t, outputs, hr
         self._jumps: list[np.ndarray] = []
+        self._shape_points = int(self.params.get("shape_points", 32))
         feature = self.feature
 
-        def remember(*signals: np.ndarray, **params: object) -> np.ndarray:
-            self._features = feature(*signals, **params)
+        def relative(*signals: np.ndarray, **params: object) -> np.ndarray:
+            self._measured = feature(*signals, **params)
+            reference = self.calibration.ppg_log_amplitude if self.calibration else None
+            self._features = bp_relative_amplitude(self._measured, reference,
+                                                   self._shape_points)
             return self._features
 
-        self.feature = remember
+        self.feature = relative
 
     def _range_limits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """(lowest, highest, half a step) of each output an int8 affine model can give."""
@@ -502,19 +521,37 @@ class BloodPressureRunner(ModelRunner):
             if o is not None:
                 return (f"{names[o]} {outputs[o]:.1f} {m.unit} outside the trained range "
                         f"{low[o]:g}-{high[o]:g}")
+        why = self._amplitude_doubt()
+        if why is not None:
+            return why
         x = self._features
         if x is not None and "input_low" in bounds:
             lo, hi = np.asarray(bounds["input_low"]), np.asarray(bounds["input_high"])
             f = _first_outside(x, lo, hi)
             if f is not None:
-                return (f"feature {bp_feature_name(f, self.params.get('shape_points', 32))} "
+                return (f"feature {bp_feature_name(f, self._shape_points)} "
                         f"= {x[f]:.3g} outside its training range {lo[f]:g}..{hi[f]:g}")
         return self._step(outputs, end_s)
+
+    def _amplitude_doubt(self) -> str | None:
+        """The PPG pulse beyond the amplitude ratios the model takes (its input is clipped):
+        a sensor whose gain or position changed since the calibration, most likely."""
+        cal, measured = self.calibration, self._measured
+        if cal is None or cal.ppg_log_amplitude is None or measured is None or measured[-1] < 0.5:
+            return None
+        ratio = float(np.exp(bp_log_amplitude(measured, self._shape_points)
+                             - cal.ppg_log_amplitude))
+        low, high = BP_AMPLITUDE_RATIOS
+        if low <= ratio <= high:
+            return None
+        return (f"PPG pulse amplitude x{ratio:.3g} of the calibration's, outside the "
+                f"{low:.2f}-{high:.2f} the model takes (sensor gain or position changed?): "
+                "calibrate again")
 
     def _step(self, outputs: np.ndarray, end_s: float) -> str | None:
         """A jump of systolic pressure at a steady heart rate (see the class docstring)."""
         x = self._features
-        hr = float(bp_hr_bpm(x, self.params.get("shape_points", 32))) if x is not None else 0.0
+        hr = float(bp_hr_bpm(x, self._shape_points)) if x is not None else 0.0
         last = self._last
         if last is not None and end_s - last[0] <= self.STEP_MEMORY_S:
             step = abs(float(outputs[0] - last[1][0]))
@@ -534,7 +571,8 @@ class BloodPressureRunner(ModelRunner):
         if quality == GOOD:
             why = self.doubt(outputs, end_s)
             if why is None:
-                self._recent.append((end_s, outputs))
+                if self._measured is not None:  # what the feature function just measured
+                    self._recent.append((end_s, self._measured))
             else:
                 quality = UNCERTAIN
                 self._doubts.append((end_s, why))
@@ -565,11 +603,14 @@ class BloodPressureRunner(ModelRunner):
             raise CommandError(f"no good blood-pressure estimate in the last "
                                f"{self.CALIBRATION_SPAN_S:g} s to calibrate against; check "
                                "the ECG electrodes and the PPG sensor, then send it again")
-        median = np.median([v for _, v in self._recent], axis=0)
+        measured = np.stack([m for _, m in self._recent])
+        reference = bp_amplitude_reference(measured, self._shape_points)
+        x = bp_relative_amplitude(measured, reference, self._shape_points)
+        median = np.median([self.model.estimates(row) for row in x], axis=0)
         self.calibration = Calibration(
             systolic, diastolic, round(systolic - float(median[0]), 2),
             round(diastolic - float(median[1]), 2), self.model.manifest.sha256,
-            self._recent[-1][0], operator, time)
+            self._recent[-1][0], operator, time, reference)
         return self.calibration
 
 

@@ -4,7 +4,8 @@ A feature set is chosen by name in the model manifest; unknown names are rejecte
 list of valid ones. Each function takes windows already conditioned by edge.signal (band-passed,
 at the model rate) and returns a float32 array shaped like the model input without the batch
 axis. Normalisation is per window, so the model sees pulse shape and rhythm, not the sensor's
-amplitude or offset.
+amplitude or offset (the BP pulse amplitude reaches its model only as a ratio to the
+amplitude at calibration: `bp_relative_amplitude`).
 """
 
 from __future__ import annotations
@@ -183,12 +184,18 @@ def cgm_on_grid(times_s: np.ndarray, mg_dl: np.ndarray, at_s: np.ndarray, *,
 
 # --- Blood pressure: pulse arrival time + heart rate + pulse morphology (ECG + PPG) ---------
 
-# No feature sees the sensor's units: timings, rates and the pulse shape scaled to [0, 1]
-# (bp 2.0.0 had the log pulse amplitude in PPG units; a real sensor's units put it far outside
-# training and the model at its floor for every window).
+# No model input is in the sensor's units: timings, rates, the pulse shape scaled to [0, 1]
+# and the pulse amplitude relative to this person's at calibration (`bp_relative_amplitude`).
+# bp 2.0.0 had the log pulse amplitude in PPG units; a real sensor's units put it far outside
+# training and the model at its floor for every window.
 BP_SCALARS = ("pat_beats", "pat_mean_pulse", "pat_foot", "rise_time", "hr", "rr_cv",
-              "pat_spread", "valid")
+              "pat_spread", "amplitude", "valid")
 _PAT_REF_S, _PAT_SPAN_S = 0.3, 0.15  # PAT features: (pat - ref) / span
+_AMP_SPAN = 0.5  # relative amplitude: ln(amplitude / amplitude at calibration) / span
+_AMPLITUDE = BP_SCALARS.index("amplitude")
+_AMP_CLIP = 3.0  # the model's input is clipped here: it cannot tell a larger ratio apart
+# The amplitude ratios (to the calibration's) the model can take: 0.22-4.5.
+BP_AMPLITUDE_RATIOS = (float(np.exp(-_AMP_CLIP * _AMP_SPAN)), float(np.exp(_AMP_CLIP * _AMP_SPAN)))
 
 
 def _as_1d(x: np.ndarray) -> np.ndarray:
@@ -330,7 +337,10 @@ def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: flo
     - BP_SCALARS: PAT to the steepest upslope, median over beats; the same on the mean
       pulse; PAT to the foot (intersecting tangents) on the mean pulse (all three as
       (PAT - 0.3 s) / 0.15 s); rise time foot -> systolic peak; heart rate ((HR - 80) / 40);
-      RR coefficient of variation; inter-quartile spread of the per-beat PAT; valid (1, or 0
+      RR coefficient of variation; inter-quartile spread of the per-beat PAT; amplitude: the
+      natural log of the mean pulse's peak-to-peak amplitude in the PPG's own units (NOT a
+      model input as it is: `bp_relative_amplitude` turns it into the ratio to this
+      person's amplitude at calibration, which cancels the sensor's gain); valid (1, or 0
       when fewer than `min_beats` usable beats were found: then every feature is 0).
     Never raises for flat, noisy or beat-less windows; the output is always finite.
     """
@@ -392,7 +402,9 @@ def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: flo
     t_peak = float(ahead[int(np.argmax(at(ahead)))]) if len(ahead) else t_slope
     shape = at(t_foot - 0.05 + shape_step_s * np.arange(shape_points))
     span = float(mean.max() - mean.min())
-    shape = (shape - mean.min()) / span if span > _EPS else np.zeros(shape_points)
+    if not span > _EPS:
+        return out
+    shape = (shape - mean.min()) / span
     beat_pat.sort()
     q25, q75 = _sorted_percentile(beat_pat, 25), _sorted_percentile(beat_pat, 75)
     scalars = np.array([
@@ -403,19 +415,49 @@ def ecg_ppg_pat(ecg: np.ndarray, ppg: np.ndarray, *, fs: float, upsample_hz: flo
         (60.0 / cycle - 80.0) / 40.0,
         5.0 * float(rr.std() / rr.mean()),
         (q75 - q25) / 0.02,
+        0.0,  # the log amplitude, set below: in sensor units, never clipped
         1.0,
     ])
     out[:shape_points] = np.clip(shape, 0.0, 1.0)
     out[shape_points:] = np.clip(np.nan_to_num(scalars), -3.0, 3.0)
+    out[shape_points + _AMPLITUDE] = np.log(span * p_sd)
     return out
 
 
 FEATURES["ecg_ppg_pat"] = ecg_ppg_pat
 
 
+def bp_log_amplitude(features: np.ndarray, shape_points: int = 32) -> np.ndarray:
+    """The log pulse amplitude (PPG units) of `ecg_ppg_pat` windows (..., shape_points + 9)."""
+    return np.asarray(features)[..., shape_points + _AMPLITUDE]
+
+
+def bp_amplitude_reference(features: np.ndarray, shape_points: int = 32) -> float | None:
+    """The reference a calibration fixes: the median log pulse amplitude of the valid
+    `ecg_ppg_pat` windows (rows) it is made against; None when none is valid."""
+    x = np.asarray(features).reshape(-1, shape_points + len(BP_SCALARS))
+    valid = x[:, -1] > 0.5
+    return float(np.median(bp_log_amplitude(x[valid], shape_points))) if valid.any() else None
+
+
+def bp_relative_amplitude(features: np.ndarray, reference: float | None,
+                          shape_points: int = 32) -> np.ndarray:
+    """`ecg_ppg_pat` windows as the model takes them: the amplitude column becomes
+    ln(amplitude / amplitude at calibration) / 0.5, clipped to [-3, 3] (BP_AMPLITUDE_RATIOS;
+    a gain of the PPG cancels in the ratio); 0 without a reference (before a calibration: as
+    if at it) and on invalid windows. Training and the runtime both call this (one code
+    path)."""
+    x = np.array(features, dtype=np.float32)
+    col = x[..., shape_points + _AMPLITUDE]
+    rel = (0.0 if reference is None
+           else np.clip((col - reference) / _AMP_SPAN, -_AMP_CLIP, _AMP_CLIP))
+    x[..., shape_points + _AMPLITUDE] = np.where(x[..., -1] > 0.5, rel, 0.0)
+    return x
+
+
 def bp_pat_s(features: np.ndarray, shape_points: int = 32) -> np.ndarray:
     """The median per-beat pulse arrival time in seconds, read back from `ecg_ppg_pat`
-    features (..., shape_points + 8): for PAT-only baselines and diagnostics."""
+    features (..., shape_points + 9): for PAT-only baselines and diagnostics."""
     return np.asarray(features)[..., shape_points] * _PAT_SPAN_S + _PAT_REF_S
 
 

@@ -6,6 +6,7 @@ own cuff readings calibrate it when the configuration allows, through the real C
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,12 @@ from edge.cli import main
 from edge.config import AlarmsConfig, config_from_dict
 from edge.errors import CommandError, ConfigError
 from edge.estimate import GOOD, UNCALIBRATED, UNCERTAIN, BloodPressureRunner
-from edge.features import BP_SCALARS
+from edge.features import (
+    BP_SCALARS,
+    bp_amplitude_reference,
+    bp_log_amplitude,
+    bp_relative_amplitude,
+)
 from edge.infer import load_model
 from edge.messages import Topics
 from edge.pipeline import DevicePipeline
@@ -28,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 PRE = bp.PREPROCESSING
 SHAPE = PRE.feature_params["shape_points"]
+AMPLITUDE = SHAPE + BP_SCALARS.index("amplitude")
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +54,32 @@ def windows(rec, ecg_gain=1.0, ecg_offset=0.0, ppg_gain=1.0, ppg_offset=0.0):
                                          (rec.ppg * ppg_gain + ppg_offset, rec.ppg_rate)])
 
 
-@pytest.mark.parametrize(("ecg_gain", "ecg_offset", "ppg_gain", "ppg_offset"), [
+UNITS = [
     (1e-3, 0.0, 1e-3, 0.0),  # ECG in V, PPG in a unit a thousand times larger
     (1e3, -2e3, 1e3, 5e6),  # ECG in uV with a baseline; PPG in finer counts on a large DC
     (1.0, 0.0, 1e-5, 2.5),  # PPG in volts on a 2.5 V reference (PhysioNet "NU")
     (-1.0, 0.0, 0.02, 0.0),  # an inverted lead and a small PPG
-])
+]
+CAL_AT_S = 30.0  # the recording's cuff reading (device_sim: at 30 s)
+
+
+@pytest.mark.parametrize(("ecg_gain", "ecg_offset", "ppg_gain", "ppg_offset"), UNITS)
 def test_estimates_do_not_depend_on_sensor_units(model, recording, ecg_gain, ecg_offset,
                                                  ppg_gain, ppg_offset):
     ref = windows(recording)
     got = windows(recording, ecg_gain, ecg_offset, ppg_gain, ppg_offset)
     assert len(ref.features) == len(got.features) >= (120 - 16) // 4  # 16 s every 4 s
     assert (ref.features[:, -1] == 1).all()  # every window found its beats
-    np.testing.assert_allclose(got.features, ref.features, atol=1e-4)
-    before = np.stack([model.estimates(x) for x in ref.features])
-    after = np.stack([model.estimates(x) for x in got.features])
+    # The feature function's amplitude is in the PPG's units: it moves by ln(gain) ...
+    np.testing.assert_allclose(bp_log_amplitude(got.features) - bp_log_amplitude(ref.features),
+                               np.log(ppg_gain), atol=1e-4)
+    # ... and the model takes it relative to the amplitude at calibration, where gain cancels.
+    x_ref, x_got = (bp_data.relative_to_calibration(w.features, w.end_s, CAL_AT_S, SHAPE)
+                    for w in (ref, got))
+    assert np.ptp(x_ref[:, AMPLITUDE]) > 0.1  # the pulse grows and shrinks with the pressure
+    np.testing.assert_allclose(x_got, x_ref, atol=1e-4)
+    before = np.stack([model.estimates(x) for x in x_ref])
+    after = np.stack([model.estimates(x) for x in x_got])
     step = model.manifest.output.scale * np.asarray(model.manifest.output_params["scale"])
     assert (np.abs(after - before) <= step + 1e-9).all()  # at most one int8 output step
     runner = BloodPressureRunner("d", model)
@@ -69,9 +87,98 @@ def test_estimates_do_not_depend_on_sensor_units(model, recording, ecg_gain, ecg
     assert ((after > low + 5) & (after < high - 5)).all()  # nowhere near the floor (2.0.0's)
 
 
-def test_no_feature_is_in_sensor_units():
-    assert "log_amplitude" not in BP_SCALARS
+def published(model, rec, ppg_gain=1.0, ppg_offset=0.0, ppg=None):
+    """(end_s, systolic, diastolic, quality) a BloodPressureRunner publishes for each window of
+    the recording (its PPG rescaled, or `ppg` instead), calibrated with its cuff reading when
+    it comes; and the runner."""
+    from training.windows import condition_channels
+
+    ppg = rec.ppg if ppg is None else ppg
+    ecg_w, ppg_w = condition_channels(PRE, [(rec.ecg, rec.ecg_rate),
+                                            (ppg * ppg_gain + ppg_offset, rec.ppg_rate)])
+    runner = BloodPressureRunner("d", model)
+    (cal_at_s,), (cuff,) = rec.cuff
+    assert cal_at_s == CAL_AT_S
+    out = []
+    for k in range(min(len(ecg_w), len(ppg_w))):
+        end_s = (PRE.window_samples + PRE.hop_samples * k) / PRE.sample_rate_hz
+        outputs = runner.outputs(runner.feature(ecg_w[k], ppg_w[k], **runner.params))
+        sbp, dbp = runner.interpret(outputs, GOOD, None, end_s)
+        out.append((end_s, sbp.value, dbp.value, sbp.quality))
+        if end_s <= cal_at_s < end_s + PRE.hop_s:  # the cuff reading comes
+            runner.calibrate(*cuff, "nurse", "now")
+    return out, runner
+
+
+@pytest.mark.parametrize(("ppg_gain", "ppg_offset"), [(g, o) for _, _, g, o in UNITS])
+def test_a_calibrated_runner_publishes_the_same_whatever_the_ppg_units(model, recording,
+                                                                       ppg_gain, ppg_offset):
+    ref, _ = published(model, recording)
+    got, _ = published(model, recording, ppg_gain, ppg_offset)
+    assert [q for *_, q in got] == [q for *_, q in ref]
+    assert {q for t, *_, q in ref if t > CAL_AT_S} == {GOOD}  # calibrated, all plausible
+    step = model.manifest.output.scale * np.asarray(model.manifest.output_params["scale"])
+    diff = np.abs(np.array([v[1:3] for v in got]) - np.array([v[1:3] for v in ref]))
+    assert (diff <= step + 0.01).all()  # at most one int8 step (offsets are rounded to 0.01)
+
+
+def test_the_runtime_calibrates_as_training_scores(model, recording):
+    """The runner's calibrated estimates are training's: the model on the windows relative to
+    the amplitude of the 30 s before the cuff reading, offset by the cuff minus their median
+    (`training.bp.calibrate`): one code path for the amplitude reference."""
+    w = windows(recording)
+    x = bp_data.relative_to_calibration(w.features, w.end_s, CAL_AT_S, SHAPE)
+    pred = np.stack([model.estimates(row) for row in x])
+    (cuff,) = recording.cuff[1]
+    n = len(pred)
+    labelled = bp_data.BpWindows(
+        x=x, sbp=np.zeros(n), dbp=np.zeros(n), hr=np.zeros(n), motion=np.zeros(n),
+        end_s=w.end_s, subject=np.zeros(n, np.int64), cal_time=np.full(n, CAL_AT_S),
+        cal_sbp=np.full(n, cuff[0]), cal_dbp=np.full(n, cuff[1]))
+    expected, scored = bp.calibrate(pred, labelled)
+    got = np.array([v[1:3] for v in published(model, recording)[0]])
+    assert scored.sum() == (w.end_s > CAL_AT_S).sum() > 10
+    np.testing.assert_allclose(got[scored], expected[scored], atol=0.006)  # offsets: 0.01
+    # before the calibration: the uncalibrated estimate sees the amplitude ratio 1
+    before = np.stack([model.estimates(row) for row in bp_relative_amplitude(w.features, None)])
+    np.testing.assert_allclose(got[~scored], before[~scored], atol=1e-9)
+
+
+@pytest.mark.parametrize(("gain", "doubted"), [(1.5, False), (10.0, True), (0.1, True)])
+def test_a_ppg_gain_change_after_calibration_beyond_the_models_ratios_is_uncertain(
+        model, recording, gain, doubted):
+    """A sensor whose gain (or seat) changes after the calibration: within the amplitude
+    ratios the model takes (0.22-4.5) it is a pulse that grew or shrank; beyond them the
+    model's clipped input cannot say, so the window is uncertain and says why."""
+    change_at_s = 60.0
+    after = np.arange(len(recording.ppg)) >= change_at_s * recording.ppg_rate
+    dc = recording.ppg.mean()
+    ppg = np.where(after, dc + (recording.ppg - dc) * gain, recording.ppg)
+    out, runner = published(model, recording, ppg=ppg)
+    clean = [q for t, *_, q in out if t >= change_at_s + PRE.window_s + 4]  # past the step
+    assert len(clean) >= 5
+    assert {q for t, *_, q in out if CAL_AT_S < t <= change_at_s} == {GOOD}
+    if doubted:
+        assert set(clean) == {UNCERTAIN}
+        why = re.match(r"PPG pulse amplitude x([\d.e+-]+) of the calibration's, outside the "
+                       r"0\.22-4\.48 the model takes", runner._doubts[-1][1])
+        assert why and gain / 2 < float(why[1]) < gain * 2, runner._doubts[-1][1]
+    else:
+        assert set(clean) == {GOOD}
+
+
+def test_the_amplitude_reaches_the_model_only_relative_to_calibration():
     assert model_input_size() == SHAPE + len(BP_SCALARS)
+    x = np.zeros((3, SHAPE + len(BP_SCALARS)), np.float32)
+    x[:, -1] = 1.0  # valid
+    x[:, AMPLITUDE] = np.log([2000.0, 1000.0, 500.0])
+    assert bp_amplitude_reference(x) == pytest.approx(np.log(1000.0))
+    rel = bp_relative_amplitude(x, bp_amplitude_reference(x))[:, AMPLITUDE]
+    np.testing.assert_allclose(rel, np.log([2.0, 1.0, 0.5]) / 0.5, atol=1e-6)
+    assert (bp_relative_amplitude(x, None)[:, AMPLITUDE] == 0).all()  # no calibration yet
+    x[0, -1] = 0.0  # a window without beats neither sets the reference nor reads one
+    assert bp_amplitude_reference(x) == pytest.approx(np.log(np.sqrt(1000.0 * 500.0)))
+    assert bp_relative_amplitude(x, 0.0)[0, AMPLITUDE] == 0.0
 
 
 def model_input_size() -> int:
@@ -155,7 +262,11 @@ def test_a_calibration_against_only_implausible_windows_is_refused_with_the_reas
     assert runner.calibration is None
     runner.interpret(np.array([118.0, 75.0]), GOOD, None, 50.0)
     cal = runner.calibrate(120, 80, "nurse", "now")  # against the one usable window only
-    assert (cal.systolic_offset, cal.diastolic_offset) == (2.0, 5.0)
+    # re-estimated against the amplitude it fixes (its own: a ratio of 1, as before it)
+    estimate = model.estimates(bp_relative_amplitude(runner._features, None))
+    assert cal.systolic_offset == pytest.approx(120 - estimate[0], abs=0.005)
+    assert cal.diastolic_offset == pytest.approx(80 - estimate[1], abs=0.005)
+    assert cal.ppg_log_amplitude == bp_log_amplitude(runner._measured)
 
 
 def test_calibrate_command_on_an_implausible_stream_is_refused_on_the_reply(model, recording):
@@ -265,12 +376,16 @@ def test_evaluate_bp_on_a_missing_folder_is_one_line(tmp_path, capsys):
 
 
 def test_evaluate_bp_on_the_real_ppg_bp_set(tmp_path):
+    """As the card and `make eval` run it: --real-data is the shared datasets folder."""
     from training import bp_real
+    from training.cli import main as train_main
 
     folder = bp_real.default_dir()
     if not (folder / "PPG-BP dataset.xlsx").is_file():
         pytest.skip(f"PPG-BP dataset not at {folder} (shared data; see docs/models.md)")
-    r = bp_real.evaluate(folder, tmp_path, log=lambda _: None)
+    assert train_main(["evaluate", "bp", "--real-data", str(folder.parent),
+                       "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "bp_real_data.json").read_text())
     assert r["people"] >= 200 and r["people_scored"] >= 0.95 * r["people"]
     for target, (lo, hi) in (("sbp", (110, 140)), ("dbp", (60, 80))):
         assert lo < r[target]["truth"]["mean"] < hi  # the cuff readings were read

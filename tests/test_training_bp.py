@@ -13,7 +13,14 @@ import pytest
 
 from device_sim import simulate
 from edge.bundle import load_manifest
-from edge.features import BP_SCALARS, FEATURES, bp_pat_s, ecg_ppg_pat
+from edge.features import (
+    BP_SCALARS,
+    FEATURES,
+    bp_log_amplitude,
+    bp_pat_s,
+    bp_relative_amplitude,
+    ecg_ppg_pat,
+)
 from edge.infer import load_model
 from edge.signal import Conditioner
 from training import bp, bp_data
@@ -135,13 +142,20 @@ def test_feature_reads_the_pulse_arrival_time_whatever_the_sensor_units():
     other = bp_data.extract_channel_windows(
         bp.PREPROCESSING, [(scaled.ecg * 3.0, scaled.ecg_rate),
                            (scaled.ppg * 0.2 + 5e4, scaled.ppg_rate)])
-    # no feature is in sensor units (2.0.0's log pulse amplitude was)
-    assert "log_amplitude" not in BP_SCALARS
-    assert np.allclose(win.features, other.features, atol=1e-4)
+    # only the pulse amplitude is in sensor units (the model takes it relative to calibration)
+    amplitude = PARAMS["shape_points"] + BP_SCALARS.index("amplitude")
+    units = np.arange(win.features.shape[1]) == amplitude
+    assert np.allclose(win.features[:, ~units], other.features[:, ~units], atol=1e-4)
+    assert np.allclose(bp_log_amplitude(other.features) - bp_log_amplitude(win.features),
+                       np.log(0.2), atol=1e-4)
     assert (win.features[:, -1] == 1).all()  # every window found its beats
+    # the amplitude follows the pulse pressure (the simulated pulse is proportional to it)
+    pulse_pressure = rec.truth.sbp_mmhg - rec.truth.dbp_mmhg
+    window = int(bp.PREPROCESSING.window_s)
+    pp = np.array([pulse_pressure[e - window:e].mean() for e in win.end_s.astype(int)])
+    assert np.corrcoef(bp_log_amplitude(win.features), np.log(pp))[0, 1] > 0.9
     pat = bp_pat_s(win.features)
     end = win.end_s.astype(int)
-    window = int(bp.PREPROCESSING.window_s)
     truth = np.array([rec.truth.pat_ms[e - window:e].mean() for e in end]) / 1e3
     assert np.corrcoef(pat, truth)[0, 1] > 0.95  # falls as BP climbs
     # (W,) and (W, 1) windows are the same input
@@ -192,7 +206,9 @@ def test_shipped_bundle_streams_like_the_training_path():
     ppg = np.round(rec.ppg / PPG_SCALE) * PPG_SCALE
     win = bp_data.extract_channel_windows(bp.PREPROCESSING, [(ecg, rec.ecg_rate),
                                                              (ppg, rec.ppg_rate)])
-    offline = np.array([shipped.estimates(x) for x in win.features])
+    # uncalibrated: the amplitude ratio is 1 (no reference yet)
+    offline = np.array([shipped.estimates(x)
+                        for x in bp_relative_amplitude(win.features, None)])
     times = sorted(online)
     n = min(len(times), len(offline))
     assert n >= 0.9 * (rec.duration_s - m.window_s) / m.hop_s  # every window of 10 min

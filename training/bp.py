@@ -2,9 +2,9 @@
 -> absolute systolic and diastolic pressure, made personal by one cuff reading.
 
 The model sees one 16 s window of features (`edge.features.ecg_ppg_pat`: PAT, HR, pulse shape
-and pulse amplitude) every 4 s and regresses SBP and DBP (output kind "affine", two
-outputs). Absolute cuffless BP is not identifiable across people (arterial path, stiffness
-and pre-ejection period differ), so the runtime calibrates:
+and the pulse amplitude relative to the person's at calibration) every 4 s and regresses SBP
+and DBP (output kind "affine", two outputs). Absolute cuffless BP is not identifiable across
+people (arterial path, stiffness and pre-ejection period differ), so the runtime calibrates:
 on an operator's cuff reading it stores offset = cuff - median(estimates of the windows ending
 in the 30 s before the command) per output and publishes estimate + offset. Training therefore
 weights what calibration cannot fix, the change of pressure within a subject: the loss is a
@@ -25,15 +25,16 @@ from typing import Any
 import numpy as np
 
 from edge.bundle import Manifest, Preprocessing, sha256_file
-from edge.features import bp_pat_s
+from edge.features import bp_pat_s, bp_relative_amplitude
 from training import bp_data, steps
 from training.bundle import publish, staging, tensor_specs
 from training.evaluate import runtime_estimates
 
 NAME = "bp"
-# 3: 40 features, none in sensor units (2.0.0 had the PPG's log amplitude: 41), and the
+# 3.1: 41 features, the pulse amplitude back as its ratio to the amplitude at calibration
+# (3.0.0: 40, none in sensor units; 2.0.0: 41 with the PPG's log amplitude in its units),
 # plausibility bounds in the manifest (2: 16 s windows every 4 s; 1.0.0: 8 s, 2 s, 40).
-VERSION = "3.0.0"
+VERSION = "3.1.0"
 PREPROCESSING = Preprocessing(
     channels=("ECG", "PPG"),
     sample_rate_hz=64.0,  # the PPG's usual rate: a 64 Hz PPG is never refused
@@ -51,7 +52,7 @@ PREPROCESSING = Preprocessing(
 OUTPUTS = ("systolic", "diastolic")
 Y_OFFSET = np.array([120.0, 80.0])  # the net regresses (mmHg - offset) / scale
 Y_SCALE = np.array([30.0, 20.0])
-CALIBRATION_WINDOW_S = 30.0  # the runtime's median span before a cuff command
+CALIBRATION_WINDOW_S = bp_data.CALIBRATION_SPAN_S  # the runtime's span before a cuff command
 BUILTIN_TEST_SCENARIOS = ("hypertensive-crisis", "hypotension", "exercise", "normal")
 MOVES_MMHG = 20.0  # a subject "moves" when its true SBP spans at least this after calibration
 # Robust training range of each feature and output (quantiles over the valid training
@@ -275,6 +276,12 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
                 f"{validation_int8['diastolic']['mean']:+.2f} ± "
                 f"{validation_int8['diastolic']['sd']:.2f} mmHg")
         float_raw = model.predict(test.x, batch_size=1024, verbose=0) * Y_SCALE + Y_OFFSET
+        # Before a calibration the runtime has no amplitude reference: the ratio is 1.
+        before_cal = bp_relative_amplitude(test.x, None,
+                                           PREPROCESSING.feature_params["shape_points"])
+        float_uncal = (model.predict(before_cal, batch_size=1024, verbose=0) * Y_SCALE
+                       + Y_OFFSET)
+        int8_uncal, _ = runtime_estimates(stage / f"{NAME}.json", before_cal)
         pat_linear = PatLinear.fit(sets["train"])
         raw = {"float": float_raw, "int8": int8_raw,
                "PAT-only linear": pat_linear.predict(test.x)}
@@ -286,8 +293,8 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
         calibrated["calibration only"] = np.where(scored[:, None], test.cal, np.nan)
         moves = moving_subjects(test, scored)
         results = {f"{k}, calibrated": score(v, test, scored) for k, v in calibrated.items()}
-        results["float, uncalibrated"] = score(float_raw, test, scored)
-        results["int8, uncalibrated"] = score(int8_raw, test, scored)
+        results["float, uncalibrated"] = score(float_uncal, test, scored)
+        results["int8, uncalibrated"] = score(int8_uncal, test, scored)
         results_moving = {k: score(v, test, moves) for k, v in calibrated.items()}
         q, f = results["int8, calibrated"], results["float, calibrated"]
         log(f"{NAME}: calibrated int8 SBP {q['systolic']['mean']:+.2f} ± "

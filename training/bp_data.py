@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edge.bundle import Preprocessing
+from edge.estimate import BloodPressureRunner
+from edge.features import bp_amplitude_reference, bp_relative_amplitude
 from training.data import SPLITS
 from training.errors import TrainingError
 from training.windows import RecordingWindows, extract_channel_windows
@@ -32,6 +34,7 @@ STIFFNESS = (0.8, 1.25)  # wave speed relative to the reference subject
 PAT_OFFSET_MS = (-40.0, 40.0)  # pre-ejection period and other per-subject offsets
 MAX_WORKERS = 2
 MOVING_LEVEL = 0.1  # mean truth motion (0 rest .. 1 run) from which a window is "motion"
+CALIBRATION_SPAN_S = BloodPressureRunner.CALIBRATION_SPAN_S  # windows before a cuff reading
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,17 @@ def recording_windows(rec, pre: Preprocessing) -> RecordingWindows:
     return extract_channel_windows(pre, [(rec.ecg, rec.ecg_rate), (rec.ppg, rec.ppg_rate)])
 
 
+def relative_to_calibration(features: np.ndarray, end_s: np.ndarray, cal_time: float,
+                            shape_points: int) -> np.ndarray:
+    """One subject's `ecg_ppg_pat` windows as the model takes them after a cuff reading at
+    `cal_time`: the pulse amplitude relative to the median of the windows ending in the
+    CALIBRATION_SPAN_S before it, the reference the runtime fixes at a calibration (0 when
+    there is no reading or no valid window there, as the runtime before a calibration)."""
+    span = (end_s <= cal_time) & (end_s >= cal_time - CALIBRATION_SPAN_S)
+    reference = bp_amplitude_reference(features[span], shape_points) if span.any() else None
+    return bp_relative_amplitude(features, reference, shape_points)
+
+
 def subject_windows(subject: BpSubject, pre: Preprocessing) -> BpWindows:
     """Simulate, condition, window and label one subject."""
     rec = simulate_subject(subject)
@@ -237,7 +251,9 @@ def subject_windows(subject: BpSubject, pre: Preprocessing) -> BpWindows:
     times, readings = rec.cuff if rec.cuff is not None else (np.zeros(0), np.zeros((0, 2)))
     cal = (float(times[0]), *map(float, readings[0])) if len(times) else (np.nan,) * 3
     return BpWindows(
-        x=win.features, sbp=mean(truth.sbp_mmhg), dbp=mean(truth.dbp_mmhg),
+        x=relative_to_calibration(win.features, win.end_s, cal[0],
+                                  pre.feature_params["shape_points"]),
+        sbp=mean(truth.sbp_mmhg), dbp=mean(truth.dbp_mmhg),
         hr=mean(truth.hr_bpm), motion=mean(truth.motion), end_s=win.end_s,
         subject=np.full(n, subject.id, dtype=np.int64),
         cal_time=np.full(n, cal[0]), cal_sbp=np.full(n, cal[1]), cal_dbp=np.full(n, cal[2]),

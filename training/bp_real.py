@@ -149,8 +149,8 @@ def _summary(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
 def evaluate_command(args: Any, log: Callable[[str], None]) -> int:
     """`wearable-train evaluate bp [--real-data DIR | --data FOLDER] [--out DIR]`."""
     folder = args.real_data or (args.data[0] if args.data else None)
-    if folder is not None and (Path(folder) / DATASET).is_dir():
-        folder = Path(folder) / DATASET
+    if folder is not None and (Path(folder) / DATASET.name).is_dir():  # the datasets folder
+        folder = Path(folder) / DATASET.name
     evaluate(folder, args.out, args.seed, log)
     return 0
 

@@ -15,13 +15,11 @@ from training.bp_data import BpSubject, BpWindows
 LABELS = {"systolic": "SBP", "diastolic": "DBP"}
 # How this version was developed (a fact about the process, not computed by the run).
 DEVELOPMENT_NOTE = (
-    "Test-set looks while developing this version: 2. The first full run (the chosen "
-    "design, output range calibrated on 500 random training windows) gave int8 SBP SD 8.06 "
-    "on the test set; its int8 validation figure (SBP SD 7.62 against 6.80 float) showed the "
-    "int8 output range clipping near 200 mmHg, so the int8 calibration set was given the "
-    "training windows with the most extreme estimates; this second run is the shipped one "
-    "(run once more, deterministically, to regenerate this report: byte-identical model, "
-    "identical figures). Nothing else was changed after looking at the test set.")
+    "Test-set looks while developing this version: 1. 3.1.0 is 3.0.0 (whose design came "
+    "from 2.0.0's two test-set looks) with the pulse amplitude back as its ratio to the "
+    "amplitude at calibration; the design, plan and seed were fixed before this run, the "
+    "first full one, which is the shipped one. Nothing was changed after looking at the "
+    "test set.")
 
 
 def write(stage: Path, manifest: Manifest, results: dict[str, dict[str, Any]],
@@ -213,6 +211,12 @@ little of the between-person spread of BP ([bp_real_data.md](bp_real_data.md),
 `wearable-train evaluate bp --real-data ../shared/datasets --out models`). Tracking after a
 calibration has not been shown to beat holding the cuff value on any real recording, so the
 manifest marks the model `experimental` and its vitals carry `"experimental": true`.
+The pulse amplitude enters as its ratio to the amplitude at the calibration: in the simulator
+the pulse grows in proportion to the pulse pressure, but on a real wrist it also changes with
+vasomotor tone, skin temperature, sensor contact pressure and a sensor's automatic LED
+gain, none of which is simulated; what it adds after a calibration is unvalidated on real
+people. A ratio outside 0.22-4.5 (where the model's input is clipped: a sensor whose gain
+or seat changed since the calibration) is published as `uncertain`.
 
 **Calibration, as the runtime does it.** Each subject's first cuff reading (the simulator's
 cuff at 30 s: true BP plus N(0, (4·min(noise, 1))²) mmHg cuff error, whole mmHg) sets
@@ -245,7 +249,8 @@ The {n_moving} held-out subjects whose true SBP spans at least 20 mmHg after cal
 
 {_table({k: results[k] for k in ('float, uncalibrated', 'int8, uncalibrated')})}
 
-Without a cuff reading the model can only guess each person's arteries; do not publish
+Without a cuff reading the model can only guess each person's arteries, and it has no
+amplitude reference (the ratio is 1, as in the runtime before a calibration); do not publish
 uncalibrated BP.
 
 ### Targets (after calibration)
@@ -273,6 +278,12 @@ the simulator's built-in scenarios with new seeds and new bodies (`exercise` and
   `{m.features}` {m.feature_params} on {m.window_s:g} s ECG + PPG windows every
   {m.hop_s:g} s at {m.sample_rate_hz:g} Hz, after an order-{m.filter_order} {band}
   band-pass (`edge.signal.Conditioner` per channel).
+- Pulse amplitude: `ecg_ppg_pat` measures the mean pulse's peak-to-peak amplitude in the
+  PPG's units; the model takes ln(amplitude / reference) / 0.5
+  (`edge.features.bp_relative_amplitude`), the reference being the median amplitude of the
+  windows a calibration is made against (training: the windows ending in the 30 s before
+  the cuff reading; the runtime: the usable windows of the 30 s before the command, stored
+  with the calibration). A sensor's gain cancels in the ratio.
 - Output {m.output.shape} int8, affine: {m.output_params}.
 - {t['plan'].get('ensemble', 1)} × Dense {' → '.join(str(h) for h in t['plan']['hidden'])}
   → 2 (ReLU), averaged in one graph (seeds {t['seed']} to

@@ -299,7 +299,9 @@ def bp_windows(path: Path, sig: Signals, split: str, index: int):
                                 stiffness=float("nan"), pat_offset_ms=float("nan"))
     full = lambda v: np.full(n, v)  # noqa: E731
     windows = bp_data.BpWindows(
-        x=win.features, sbp=y[:, 0], dbp=y[:, 1],
+        x=bp_data.relative_to_calibration(win.features, win.end_s, times[0],
+                                          pre.feature_params["shape_points"]),
+        sbp=y[:, 0], dbp=y[:, 1],
         hr=ecg_heart_rate(sig.ecg, sig.ecg_rate, win.end_s, pre.window_s), motion=motion,
         end_s=win.end_s, subject=np.full(n, subject.id, dtype=np.int64),
         cal_time=full(times[0]), cal_sbp=full(readings[0, 0]), cal_dbp=full(readings[0, 1]))
