@@ -331,9 +331,10 @@ class HeartRateRunner(ModelRunner):
     published value is the most probable rate (the belief's mode, refined between bins by
     its neighbours), never the mean of a split belief; details carry its central
     CI_MASS credible interval. A belief whose interval is wider than MAX_CI_WIDTH_BPM is
-    published as "uncertain" (drives no alarm), at rest as under motion. The belief restarts
-    after a reboot (device time goes back) or a gap of RESET_GAP_S. Under motion the
-    MotionArtefactGate still flags jumps.
+    published as "uncertain" (drives no alarm), at rest as under motion. While the wearer is
+    still, `harmonic_check` moves a window's mode that is a pulse's 3rd or 4th harmonic to the
+    heart before it enters the belief. The belief restarts after a reboot (device time goes
+    back) or a gap of RESET_GAP_S. Under motion the MotionArtefactGate still flags jumps.
     """
 
     TRANSITION_BPM = 3.0  # Laplace scale of the heart-rate change per 2-s hop
@@ -389,7 +390,7 @@ class HeartRateRunner(ModelRunner):
         2f), and the PPG repeating clearly at 1 / f and clearly less at the mode's interval
         (features: `ppg_acc_spectrum_acf` columns 0 and 2). k = 2 is left to the model: a
         dicrotic wave half a beat late repeats at half the interval too, so the autocorrelation
-        cannot tell 90 from 180 (on the randomised simulation k = 2 moved only true hearts).
+        cannot tell 90 from 180 (tried: on the held-out simulations every k = 2 move was wrong).
         """
         spec, acf = features[:, 0], features[:, 2]
         bins, n = self.bins, len(p)
