@@ -65,13 +65,16 @@ def strongest_bpm(x: np.ndarray) -> float:
     return 60 * float(f[band][spec[band].argmax()])
 
 
-# Still missed by hr 2.1.0: the notched pulse at 110 bpm reads at 107 (3.1 bpm low; its 2nd
-# harmonic sits just past the 216 bpm band edge); the sharp pulse at 90 bpm reads 90 but stays
-# "uncertain" (its belief keeps weight on the 2nd harmonic, 180). Strict: the day a model
-# reads them, this list must shrink.
-MISSED = {("notched", 110), ("sharp", 90)}
+# Still missed by hr 2.1.0 (docs/models.md, Limits). Strict: the day a model reads them, this
+# list must shrink.
+MISSED = {
+    ("notched", 110): "reads 107, 3.1 bpm low (its 2nd harmonic sits just past the 216 bpm "
+                      "band edge)",
+    ("sharp", 90): "reads 90 but stays 'uncertain': the belief keeps weight on the 2nd "
+                   "harmonic, 180",
+}
 GRID = [pytest.param(shape, bpm, id=f"{shape[0]}-{bpm}", marks=pytest.mark.xfail(
-            strict=True, reason="hr 2.1.0: 3.1 bpm low, or uncertain"))
+            strict=True, reason=f"hr 2.1.0 {MISSED[shape[0], bpm]}"))
         if (shape[0], bpm) in MISSED else pytest.param(shape, bpm, id=f"{shape[0]}-{bpm}")
         for shape in SHAPES for bpm in (40, 50, 60, 75, 90, 110, 130, 150, 175, 200)]
 

@@ -6,7 +6,7 @@ the PPG's autocorrelation at each bin's beat interval (`edge.features.ppg_acc_sp
 and gives a probability per bin. The runtime (`edge.estimate.HeartRateRunner`) tracks that
 distribution across windows and publishes its most probable rate.
 
-Training data (2.0.0): the device simulator's subjects (augmented), a domain-randomised
+Training data (since 2.0.0): the device simulator's subjects (augmented), a domain-randomised
 simulator (`training.hr_sim`: pulse shapes smooth to sharp, flat 35-210 bpm prior, arm swing
 and impacts) and, with --real-data, the IEEE SP Cup 2015 wrist recordings
 (`training.hr_real`; both PPG channels, time-stretched copies).
