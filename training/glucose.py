@@ -27,7 +27,7 @@ from training.evaluate import runtime_estimates
 from training.windows import Preprocessing
 
 NAME = "glucose"
-VERSION = "1.2.0"  # 1.1: trained on real CGM people + the simulator; 1.2: low weight, sim share
+VERSION = "1.1.0"  # 1.1: trained on real CGM people + the simulator (same input)
 WINDOW_READINGS = 12  # 1 h of readings; the runtime needs this many without a gap
 CENTER_MG_DL = 140.0
 SCALE_MG_DL = 100.0
@@ -118,12 +118,11 @@ def train(out: Path, *, quick: bool = False, seed: int = 0,
 
         real_data = glucose_real.cgm_folder(real_data)
         real = glucose_real.prepare(real_data, PREPROCESSING, seed, log)
-        # Real people's falls to the low 60s are what cost Clarke A+B (forecast at ~85): the
-        # +30 min low weight 6 (1.1.0: 2) meets it on held-out people. Simulated subjects
-        # carry the rare deep lows and rescue carbohydrate real traces lack, but a third of
-        # them is enough: more pulls the forecast away from real people (RMSE; the weights
-        # and simulated shares tried are in docs/models.md).
-        plan = replace(plan, low_weight=(8.0, 6.0), train_subjects=plan.train_subjects // 3)
+        # Real lows are rarer and noisier than simulated ones: a milder low weighting (the
+        # alert's threshold is tuned on validation people instead). A heavier +30 min weight
+        # (10) with 450 000 real windows met Clarke A+B on real held-out people (99.23 %) but
+        # cost RMSE (86.9 % of the last value's, target 85 %): not shipped (docs/models.md).
+        plan = replace(plan, low_weight=(8.0, 2.0))
     subjects, sets, series = steps.windows_per_split(
         NAME, plan_splits(plan, seed),
         lambda members: gdata.build(members, PREPROCESSING, workers=2), log, recordings)
