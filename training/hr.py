@@ -6,7 +6,7 @@ the PPG's autocorrelation at each bin's beat interval (`edge.features.ppg_acc_sp
 and gives a probability per bin. The runtime (`edge.estimate.HeartRateRunner`) tracks that
 distribution across windows and publishes its most probable rate.
 
-Training data (since 2.0.0): the device simulator's subjects (augmented), a domain-randomised
+Training data (2.0.0): the device simulator's subjects (augmented), a domain-randomised
 simulator (`training.hr_sim`: pulse shapes smooth to sharp, flat 35-210 bpm prior, arm swing
 and impacts) and, with --real-data, the IEEE SP Cup 2015 wrist recordings
 (`training.hr_real`; both PPG channels, time-stretched copies).
@@ -30,7 +30,7 @@ from training.evaluate import regression_metrics, runtime_estimates
 from training.windows import Preprocessing
 
 NAME = "hr"
-VERSION = "2.1.0"
+VERSION = "2.0.0"
 PREPROCESSING = Preprocessing(
     channels=("PPG", "ACCEL"),
     sample_rate_hz=32.0,
@@ -82,12 +82,9 @@ class Plan:
             return Plan(train_subjects=48, val_subjects=8, test_subjects=12, builtin_seeds=1,
                         duration_s=180, epochs=8, randomised_train=96, randomised_val=8,
                         real_stretches=(1.0,), loso_epochs=4)
-        # 2.1.0: 28 channels (2.0.0's 20 covered the device simulator, the randomised one
-        # and real wrists with 1.x's 11 k parameters and lost 1.8 bpm under simulated motion)
-        # and more device_sim subjects (2.0.0: 200; 1.x: 480).
-        return Plan(train_subjects=300, val_subjects=32, test_subjects=96, builtin_seeds=3,
-                    duration_s=300, epochs=16, width=28, randomised_train=450,
-                    randomised_val=40, loso_epochs=5)
+        return Plan(train_subjects=200, val_subjects=32, test_subjects=96, builtin_seeds=3,
+                    duration_s=300, epochs=16, randomised_train=500, randomised_val=40,
+                    loso_epochs=5)
 
 
 def classes_bpm() -> np.ndarray:
