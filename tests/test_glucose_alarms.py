@@ -4,6 +4,9 @@ The glucose model's forecasts are covered by test_scenarios.py with the shipped 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -168,3 +171,13 @@ def test_calibration_without_a_bp_model_is_refused():
         "wrist-1", node="ward-7")
     with pytest.raises(CommandError, match="no blood-pressure model"):
         pipeline().command(command)
+
+
+def test_the_default_urgent_low_soon_limit_is_the_one_the_shipped_model_was_scored_at():
+    """Training tunes the forecast limit on real validation people and scores the model card
+    at it; a node with the default configuration must alarm at that same limit."""
+    manifest = json.loads((Path(__file__).parents[1] / "models" / "glucose.json").read_text())
+    tuned = manifest["output_params"]["urgent_low_soon"]
+    default = AlarmsConfig().glucose_urgent_low_soon
+    assert default.threshold == tuned["threshold_mg_dl"]
+    assert default.delay_s == 300 * (tuned["persistence_readings"] - 1)
