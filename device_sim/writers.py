@@ -30,6 +30,7 @@ from device_sim.errors import WriterError
 log = logging.getLogger(__name__)
 
 MAX_LAG_S = 1.0  # behind schedule by more than this (writer blocked): re-anchor, do not burst
+DRAIN_QUIET_S = 0.25  # a pty reader's queue empty this long: it has read everything
 
 
 @dataclass
@@ -128,12 +129,14 @@ class PtyWriter(Writer):
     The slave side is put in raw mode, so no byte is translated (no CR/LF mapping, no echo).
     The simulator keeps only the master open, which lets it see whether a reader has the
     slave open (POLLHUP while nobody does). With `wait_for_reader` it writes nothing until a
-    reader is there, then waits `settle_s` more because pyserial flushes its input buffer
-    while it opens the port. If the reader goes away it waits again, holding on to its bytes.
-    When the kernel buffer (~4 KB to 18 KB) is full, writes block until the reader catches up.
+    reader is there and has flushed its input, as pyserial does while it opens a port (bytes
+    written before that flush would be lost). The master is in packet mode, so the kernel
+    reports the flush; a reader that never flushes (`cat`) is written to after `settle_s`.
+    If the reader goes away it waits again, holding on to its bytes. When the kernel buffer
+    (~4 KB to 18 KB) is full, writes block until the reader catches up.
     """
 
-    def __init__(self, *, wait_for_reader: bool = True, settle_s: float = 0.25,
+    def __init__(self, *, wait_for_reader: bool = True, settle_s: float = 1.0,
                  drain_timeout_s: float = 5.0, link: str | os.PathLike | None = None,
                  on_open: Callable[[str], None] | None = None) -> None:
         self.wait_for_reader = wait_for_reader
@@ -162,9 +165,13 @@ class PtyWriter(Writer):
         finally:
             os.close(slave)
         os.set_blocking(master, False)
+        fcntl.ioctl(master, termios.TIOCPKT, struct.pack("i", 1))  # report the reader's flush
         self._master = master
+        self._settled = False  # the current reader has opened and flushed
         self._hup = select.poll()
         self._hup.register(master, 0)  # POLLHUP is always reported
+        self._packets = select.poll()
+        self._packets.register(master, select.POLLIN | select.POLLPRI)
         self._room = select.poll()
         self._room.register(master, select.POLLOUT)
         if self.link is not None:
@@ -215,13 +222,36 @@ class PtyWriter(Writer):
             self._await_reader()
 
     def _await_reader(self) -> None:
-        if self.reader_present():
+        if self._settled and self.reader_present():
             return
-        log.info("waiting for a reader to open %s", self.path)
-        while not self.reader_present():
-            time.sleep(0.02)
-        time.sleep(self.settle_s)  # let the reader finish opening (pyserial flushes input)
+        if not self.reader_present():
+            log.info("waiting for a reader to open %s", self.path)
+            self._reader_flushed()  # forget a flush by an earlier reader
+            while not self.reader_present():
+                time.sleep(0.02)
+        deadline = time.monotonic() + self.settle_s
+        while not self._reader_flushed() and self.reader_present():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._packets.poll(left * 1000)
+        self._settled = True
         log.info("reader connected to %s", self.path)
+
+    def _reader_flushed(self) -> bool:
+        """Has the reader flushed its input since the last look? (Reads the master's packets;
+        what the reader wrote to the device is discarded.)"""
+        assert self._master is not None
+        flushed = False
+        while True:
+            try:
+                packet = os.read(self._master, 4096)
+            except OSError:  # nothing pending (EAGAIN), or no reader (EIO)
+                return flushed
+            if not packet:
+                return flushed
+            flushed |= packet[0] != termios.TIOCPKT_DATA and bool(
+                packet[0] & termios.TIOCPKT_FLUSHREAD)
 
     def _write(self, data: bytes) -> None:
         if self._master is None:
@@ -258,11 +288,15 @@ class PtyWriter(Writer):
         """Wait (up to drain_timeout_s) until the reader has read everything: closing the
         master would discard bytes still in the buffer."""
         deadline = time.monotonic() + self.drain_timeout_s
-        quiet = 0
+        quiet_since = None
         while time.monotonic() < deadline and self.reader_present():
-            # Bytes reach the reader's queue asynchronously: require a few empty looks.
-            quiet = quiet + 1 if self._pending_for_reader() == 0 else 0
-            if quiet >= 3:
+            # Bytes reach the reader's queue asynchronously (a kernel worker moves them, late
+            # on a busy machine): the queue must stay empty for a while, not just once.
+            if self._pending_for_reader() > 0:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= DRAIN_QUIET_S:
                 return
             time.sleep(0.02)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import errno
 import os
+import termios
 import threading
 import time
 
 import pytest
 
-from device_sim import WriterError, simulate, stream
+from device_sim import WriterError, get_scenario, simulate, stream
 from device_sim.writers import FileWriter, PtyWriter, SerialWriter
 from wire.protocol import Decoder, Frame
 
@@ -45,6 +46,35 @@ def test_pty_round_trip_with_a_late_reader_loses_nothing() -> None:
     stats = decoder.stats
     assert (stats.crc_errors, stats.malformed, stats.frames_lost) == (0, 0, 0)
     assert {f.device_id for f in got} == {9}
+
+
+def test_pty_waits_for_a_slow_reader_to_flush_its_input() -> None:
+    # pyserial flushes the port's input while it opens it; on a busy machine that can come
+    # long after the open. The writer must wait for the flush itself, not for a fixed time.
+    items = list(stream(simulate(get_scenario("tachycardia").with_duration(5), 1), device_id=4))
+    writer = PtyWriter(settle_s=60.0)  # the flush, not this cap, must end the wait
+
+    def play() -> None:
+        with writer:  # closes (after draining) at the end: the reader sees EIO
+            writer.play(items, speed=0)
+
+    thread = threading.Thread(target=play, daemon=True)
+    thread.start()
+    fd = os.open(writer.path, os.O_RDONLY | os.O_NOCTTY)
+    decoder, got = Decoder(), []
+    try:
+        time.sleep(0.5)  # a slow opener: nothing may be written yet, or the flush loses it
+        termios.tcflush(fd, termios.TCIFLUSH)
+        while data := os.read(fd, 4096):
+            got += decoder.feed(data)
+    except OSError as err:  # EIO: the simulator closed the pty, end of stream
+        assert err.errno == errno.EIO, err
+    finally:
+        os.close(fd)
+    thread.join(timeout=30)
+    sent = Decoder().feed(b"".join(data for _, data in items))
+    assert [(f.channel, f.seq) for f in got] == [(f.channel, f.seq) for f in sent]
+    assert decoder.stats.frames_lost == 0
 
 
 def test_pty_without_waiting_blocks_instead_of_dropping() -> None:
