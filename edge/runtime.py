@@ -16,7 +16,7 @@ from edge.alarmstate import AlarmStateStore
 from edge.calibration import CalibrationStore
 from edge.commands import CommandLog, parse_command, reply_payload
 from edge.config import Config, load_config
-from edge.errors import CommandError, WearableError
+from edge.errors import CommandError, ConfigError, WearableError
 from edge.homeassistant import PresentState, discovery_messages
 from edge.infer import Model, load_model
 from edge.ingest import PortReader
@@ -120,6 +120,9 @@ class Runtime:
         sample. If the new config or a model is bad, everything keeps running as it was and
         the failure is logged and shown on the status topic."""
         try:
+            if self.config.source is None:  # built in code (tests, embedding): no file
+                raise ConfigError("this runtime's configuration was not read from a file: "
+                                  "nothing to reload; restart it with --config FILE")
             config = load_config(self.config.source)
             models = load_models(config)
         except WearableError as err:

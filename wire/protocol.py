@@ -55,7 +55,7 @@ class SampleType(IntEnum):
     FLOAT32 = 3
 
 
-_DTYPES = {
+_DTYPES: dict[SampleType, np.dtype] = {
     SampleType.INT16: np.dtype("<i2"),
     SampleType.INT32: np.dtype("<i4"),
     SampleType.FLOAT32: np.dtype("<f4"),
@@ -206,10 +206,11 @@ class Decoder:
                 self.stats.crc_errors += 1
             else:
                 self.stats.malformed += 1
-            frame, skipped = self._recover_tail(chunk)
-            self.stats.bytes_discarded += skipped + (1 if frame is None else 0)
-            if frame is None:
+            recovered, skipped = self._recover_tail(chunk)
+            self.stats.bytes_discarded += skipped + (1 if recovered is None else 0)
+            if recovered is None:
                 return None
+            frame = recovered
         self.stats.frames_ok += 1
         return frame
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import functools
 import heapq
 import math
 import os
@@ -86,19 +87,41 @@ class RecordingError(WearableError):
 
 
 class ChannelArrays(Protocol):
-    """What `frames()` reads: `Signals`, or the simulator's `Recording`."""
+    """What `frames()` reads: `Signals`, or the simulator's `Recording` (read-only, so a
+    frozen dataclass fits)."""
 
-    ppg: np.ndarray
-    ppg_rate: float
-    acc: np.ndarray
-    acc_rate: float
-    ecg: np.ndarray | None
-    ecg_rate: float
-    cgm: tuple[np.ndarray, np.ndarray] | None
-    cuff: tuple[np.ndarray, np.ndarray] | None
-    lead_off: dict[str, np.ndarray]
-    channels: tuple[str, ...]
-    ppg_scale: float
+    @property
+    def ppg(self) -> np.ndarray: ...
+
+    @property
+    def ppg_rate(self) -> float: ...
+
+    @property
+    def acc(self) -> np.ndarray: ...
+
+    @property
+    def acc_rate(self) -> float: ...
+
+    @property
+    def ecg(self) -> np.ndarray | None: ...
+
+    @property
+    def ecg_rate(self) -> float: ...
+
+    @property
+    def cgm(self) -> tuple[np.ndarray, np.ndarray] | None: ...
+
+    @property
+    def cuff(self) -> tuple[np.ndarray, np.ndarray] | None: ...
+
+    @property
+    def lead_off(self) -> dict[str, np.ndarray]: ...
+
+    @property
+    def channels(self) -> tuple[str, ...]: ...
+
+    @property
+    def ppg_scale(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -752,7 +775,8 @@ def frames(
     parts of the recording instead of `signals` (a simulation streamed chunk by chunk).
     """
     s = signals
-    common = {"device_id": device_id, "frames_per_second": frames_per_second, "clock": clock}
+    frames_of = functools.partial(channel_frames, device_id=device_id,
+                                  frames_per_second=frames_per_second, clock=clock)
     regular: list[tuple[str, Channel, float, np.dtype, float]] = []
     if "ppg" in s.channels:
         regular.append(("ppg", Channel.PPG, s.ppg_rate, np.dtype("<i4"), s.ppg_scale))
@@ -766,19 +790,18 @@ def frames(
             yield getattr(part, name), part.lead_off.get(name)
 
     copies = _fan_out(pieces if pieces is not None else [s], len(regular))
-    channels = [channel_frames(channel, None, rate, dtype, scale, **common,
-                               pieces=of(name, parts))
+    channels = [frames_of(channel, None, rate, dtype, scale, pieces=of(name, parts))
                 for (name, channel, rate, dtype, scale), parts in zip(regular, copies,
                                                                         strict=True)]
     if s.cgm is not None and "cgm" in s.channels:
         times, readings = s.cgm
-        channels.append(channel_frames(Channel.CGM, readings, cgm_rate_hz, np.dtype("<i2"),
-                                       CGM_SCALE, times=times, **common,
-                                       saturated=getattr(s, "saturated", {}).get("cgm")))
+        channels.append(frames_of(Channel.CGM, readings, cgm_rate_hz, np.dtype("<i2"),
+                                  CGM_SCALE, times=times,
+                                  saturated=getattr(s, "saturated", {}).get("cgm")))
     if s.cuff is not None and "bp" in s.channels:
         times, readings = s.cuff
-        channels.append(channel_frames(Channel.BP_CUFF, readings, cuff_rate_hz,
-                                       np.dtype("<i2"), CUFF_SCALE, times=times, **common))
+        channels.append(frames_of(Channel.BP_CUFF, readings, cuff_rate_hz, np.dtype("<i2"),
+                                  CUFF_SCALE, times=times))
     for send_time, _, frame in heapq.merge(*channels, key=lambda item: item[:2]):
         yield send_time, frame
 
