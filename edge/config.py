@@ -143,7 +143,7 @@ class StaleDataAlarmConfig:
 _GLUCOSE = {"delay_s": 0.0, "clear_delay_s": 600.0}
 _Limit = ThresholdAlarmConfig
 URGENT_LOW_MG_DL = 55.0  # Dexcom G7 / xDrip+ urgent low: fixed, cannot be turned off
-URGENT_LOW_SOON_MG_DL = 61.0  # glucose@1.1.0's tuned forecast threshold (its manifest says)
+URGENT_LOW_SOON_MG_DL = 60.0  # glucose@1.2.0's tuned forecast threshold (its manifest says)
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ class AlarmsConfig:
         default_factory=partial(_Limit, 3.0, "low", hysteresis=1.0, **_GLUCOSE))
     glucose_falling: ThresholdAlarmConfig = field(
         default_factory=partial(_Limit, 2.0, "medium", hysteresis=1.0, **_GLUCOSE))
-    # The glucose model's 20-min forecast at or below this: "urgent low soon". 61, not 55:
+    # The glucose model's 20-min forecast at or below this: "urgent low soon". 60, not 55:
     # chosen on real validation people to anticipate >= 90 % of urgent lows (55 caught 75 %;
     # models/glucose_report.md has the trade-off against false alerts).
     glucose_urgent_low_soon: ThresholdAlarmConfig = field(
