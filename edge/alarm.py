@@ -7,9 +7,10 @@ does not cause an alarm storm:
 
 A condition must persist for its alarm-condition delay before it is raised, and the vital must
 come back past the limit by the hysteresis for the clear delay before it clears. An
-unacknowledged high-priority alarm is re-announced ("reminder") every `realert_s` unless it is
-silenced. A latching alarm stays active after its condition ends until someone acknowledges
-it. Time is the device's clock, so a replay raises exactly the alarms the live run raised.
+unacknowledged high-priority alarm is re-announced ("reminder") every `realert_s` while its
+condition holds, unless it is silenced. A latching alarm stays active after its condition
+ends until someone acknowledges it. Time is the device's clock, so a replay raises exactly
+the alarms the live run raised.
 """
 
 from __future__ import annotations
@@ -240,7 +241,9 @@ class Alarm:
         if self.recovery_s is None:
             self.recovery_s = t
         if t - self.recovery_s < c.clear_delay_s:
-            return self._reminder(estimate)
+            # Back past the limit, waiting out the clear delay: nothing to re-announce (a
+            # reminder would read "forecast 85 mg/dL (at or below limit 60)").
+            return None
         if c.latching and not self.acknowledged:
             self.condition_over = True
             return None

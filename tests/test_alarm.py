@@ -111,6 +111,18 @@ def test_unacknowledged_high_priority_alarm_is_re_announced_until_acknowledged()
     assert [e.event for e in run(engine, [(t, 90) for t in range(120, 130, 2)])] == ["cleared"]
 
 
+def test_no_reminder_while_the_vital_is_back_and_the_clear_delay_runs():
+    # A reminder during the clear delay would announce a vital that is no longer past its
+    # limit ("100 bpm (above limit 120)"); if it goes back past the limit, reminders resume.
+    engine = high_priority_engine(clear_delay_s=60)
+    events = run(engine, [(t, 140) for t in range(0, 10, 2)])
+    events += run(engine, [(t, 100) for t in range(10, 50, 2)])  # back, clear delay running
+    events += run(engine, [(t, 140) for t in range(50, 72, 2)])  # past the limit again
+    events += run(engine, [(t, 100) for t in range(72, 140, 2)])
+    assert [(e.event, e.device_time_s) for e in events] == [
+        ("raised", 2), ("reminder", 50), ("reminder", 70), ("cleared", 132)]
+
+
 def test_silence_pauses_reminders_for_its_duration_only():
     engine = high_priority_engine()
     run(engine, [(t, 140) for t in range(0, 10, 2)])
