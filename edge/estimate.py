@@ -335,9 +335,10 @@ class HeartRateRunner(ModelRunner):
     published value is the most probable rate (the belief's mode, refined between bins by
     its neighbours), never the mean of a split belief; details carry its central
     CI_MASS credible interval. A belief whose interval is wider than MAX_CI_WIDTH_BPM is
-    published as "uncertain" (drives no alarm), at rest as under motion. The belief restarts
-    after a reboot (device time goes back) or a gap of RESET_GAP_S. Under motion the
-    MotionArtefactGate still flags jumps.
+    published as "uncertain" (drives no alarm), at rest as under motion. While the wearer is
+    still, `harmonic_check` moves a window's mode that is a pulse's 3rd or 4th harmonic to the
+    heart before it enters the belief. The belief restarts after a reboot (device time goes
+    back) or a gap of RESET_GAP_S. Under motion the MotionArtefactGate still flags jumps.
     """
 
     TRANSITION_BPM = 3.0  # Laplace scale of the heart-rate change per 2-s hop
@@ -346,6 +347,13 @@ class HeartRateRunner(ModelRunner):
     LIKELIHOOD_FLOOR = 1e-4  # of a bin's probability (an int8 output cannot tell 0 from it)
     RESET_GAP_S = 30.0
     CI_MASS = 0.9
+    # Harmonic check (still wearer, see `harmonic_check`): the candidate heart's spectral
+    # peaks, each at least SPECTRUM_MIN of the highest; the PPG's autocorrelation at its beat
+    # interval at least ACF_PERIODIC and ACF_MARGIN above the one at the mode's interval.
+    SPECTRUM_MIN = 0.3
+    ACF_PERIODIC = 0.8
+    ACF_MARGIN = 0.3
+    HARMONICS = (3, 4)
     # The mode is refined by the belief's mean over this many bins either side (2 and 3 were
     # tried: no steadier between two samplings of the same pulse, and 3 broke the pulse grid).
     MODE_HALF_WIDTH = 1
@@ -368,10 +376,46 @@ class HeartRateRunner(ModelRunner):
         self._kernel = kernel / kernel.sum(axis=0, keepdims=True)  # column j: from bin j
         self._belief: np.ndarray | None = None
         self._last_end_s = -math.inf
+        self._features: np.ndarray | None = None  # the last window's, for harmonic_check
 
     def outputs(self, features: np.ndarray) -> np.ndarray:
         p = np.clip(self.model.raw(features).reshape(-1), 0.0, None)
+        self._features = features
         return p / max(float(p.sum()), 1e-12)
+
+    def harmonic_check(self, p: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """`p` with a harmonic's probability moved to the heart, when the window shows one.
+
+        A sharp pulse (finger clip, slow heart, strong dicrotic wave) can put its 3rd or 4th
+        harmonic above the fundamental, and the model may read 50 or 60 bpm as 200 or 180.
+        The mode is taken as the k-th harmonic (k in HARMONICS) of f = mode / k only when the
+        window shows one pulse train at f: spectral peaks at f and at every harmonic up to the
+        mode (a pulse's comb; wander or respiration at f with a heart at 3f has nothing at
+        2f), and the PPG repeating clearly at 1 / f and clearly less at the mode's interval
+        (features: `ppg_acc_spectrum_acf` columns 0 and 2). k = 2 is left to the model: a
+        dicrotic wave half a beat late repeats at half the interval too, so the autocorrelation
+        cannot tell 90 from 180 (tried: on the held-out simulations every k = 2 move was wrong).
+        """
+        spec, acf = features[:, 0], features[:, 2]
+        bins, n = self.bins, len(p)
+        step = float(bins[1] - bins[0])
+        m = int(np.argmax(p))
+        for k in self.HARMONICS:
+            j = round((bins[m] / k - bins[0]) / step)
+            if j < 1:
+                break
+            j = j - 1 + int(np.argmax(spec[j - 1:j + 2]))  # the peak near mode / k
+            comb = np.interp(bins[j] * np.arange(1, k), bins, spec)
+            if (spec[j] >= spec[max(j - 1, 0)] and spec[j] >= spec[min(j + 1, n - 1)]
+                    and comb.min() >= self.SPECTRUM_MIN and acf[j] >= self.ACF_PERIODIC
+                    and acf[j] - acf[m] >= self.ACF_MARGIN):
+                moved = p.copy()
+                near = np.arange(max(m - 4, 0), min(m + 5, n))  # the harmonic's peak
+                moved[near] = 0.0
+                np.add.at(moved, np.clip(j + np.rint((near - m) / k).astype(int), 0, n - 1),
+                          p[near])
+                return moved
+        return p
 
     def reset(self) -> None:
         """Forget the belief (a reboot, a long gap, a new wearer)."""
@@ -408,10 +452,16 @@ class HeartRateRunner(ModelRunner):
         tail = (1 - self.CI_MASS) / 2
         a = int(np.searchsorted(cdf, tail))
         b = min(int(np.searchsorted(cdf, 1 - tail)), len(self.bins) - 1)
-        return value, float(self.bins[a]), float(self.bins[b])
+        # The refined mode can sit a little past a one-bin interval's centre: widen to it.
+        return value, min(float(self.bins[a]), value), max(float(self.bins[b]), value)
 
     def interpret(self, outputs: np.ndarray, quality: str, motion_g: float | None,
                   end_s: float) -> list[Estimate]:
+        features, self._features = self._features, None
+        still = motion_g is None or motion_g < MotionArtefactGate.MOTION_G
+        if still and features is not None and features.shape == (len(self.bins), 3):
+            # Not under motion: an arm swing repeats at multiples of the heart's interval too.
+            outputs = self.harmonic_check(outputs, features)
         belief = self.track(None if quality == SENSOR else outputs, end_s)
         value, low, high = self.summary(belief)
         if quality == GOOD:
