@@ -65,17 +65,8 @@ def strongest_bpm(x: np.ndarray) -> float:
     return 60 * float(f[band][spec[band].argmax()])
 
 
-# Still missed by hr 2.1.0 (docs/models.md, Limits). Strict: the day a model reads them, this
-# list must shrink.
-MISSED = {
-    ("notched", 110): "reads 107, 3.1 bpm low (its 2nd harmonic sits just past the 216 bpm "
-                      "band edge)",
-    ("sharp", 90): "reads 90 but stays 'uncertain': the belief keeps weight on the 2nd "
-                   "harmonic, 180",
-}
-GRID = [pytest.param(shape, bpm, id=f"{shape[0]}-{bpm}", marks=pytest.mark.xfail(
-            strict=True, reason=f"hr 2.1.0 {MISSED[shape[0], bpm]}"))
-        if (shape[0], bpm) in MISSED else pytest.param(shape, bpm, id=f"{shape[0]}-{bpm}")
+# hr 2.1.1 reads all 30 (2.0.0 and 2.1.0 missed two each: docs/models.md, Limits).
+GRID = [pytest.param(shape, bpm, id=f"{shape[0]}-{bpm}")
         for shape in SHAPES for bpm in (40, 50, 60, 75, 90, 110, 130, 150, 175, 200)]
 
 
