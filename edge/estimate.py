@@ -337,9 +337,9 @@ class HeartRateRunner(ModelRunner):
     CI_MASS credible interval. A belief whose interval is wider than MAX_CI_WIDTH_BPM is
     published as "uncertain" (drives no alarm), at rest as under motion. While the wearer is
     still, `harmonic_check` moves a window's mode that is a pulse's 3rd or 4th harmonic to the
-    heart before it enters the belief; under motion a window's probability at twice a rate
-    the belief holds also counts for that rate (see `track`: running, 2x windows no longer
-    carry the belief to the 2nd harmonic). The belief restarts after a reboot (device time
+    heart before it enters the belief; running, a window's probability at twice a rate the
+    belief holds also counts for that rate (see `track`: 2x windows no longer carry the
+    belief to the 2nd harmonic). The belief restarts after a reboot (device time
     goes back) or a gap of RESET_GAP_S. Under motion the MotionArtefactGate still flags jumps.
     """
 
@@ -356,9 +356,12 @@ class HeartRateRunner(ModelRunner):
     ACF_PERIODIC = 0.8
     ACF_MARGIN = 0.3
     HARMONICS = (3, 4)
-    # Under motion (see `track`): the share of the evidence for a rate the belief holds that
-    # the window's probability at twice that rate gives.
+    # Running (see `track`): the share of the evidence for a rate the belief holds that the
+    # window's probability at twice that rate gives, from OCTAVE_MOTION_G of motion on. From
+    # 0.05 g (walking too) it cost 0.18 bpm on the SP Cup leave-subject-out folds (walking
+    # onsets held at half the rate); from 0.8 g 0.04 (one window of a real running onset).
     OCTAVE_SHARE = 0.5
+    OCTAVE_MOTION_G = 0.8
     # The mode is refined by the belief's mean over this many bins either side (2 and 3 were
     # tried: no steadier between two samplings of the same pulse, and 3 broke the pulse grid).
     MODE_HALF_WIDTH = 1
@@ -426,11 +429,11 @@ class HeartRateRunner(ModelRunner):
         """Forget the belief (a reboot, a long gap, a new wearer)."""
         self._belief = None
 
-    def track(self, p: np.ndarray | None, end_s: float, moving: bool = False) -> np.ndarray:
+    def track(self, p: np.ndarray | None, end_s: float, running: bool = False) -> np.ndarray:
         """One filter step: the belief after the window ending at end_s whose model
         distribution is `p` (None: a window without usable signal, prediction only).
 
-        `moving` (the wearer moves): the model reads some windows at the heart's 2nd
+        `running` (motion from OCTAVE_MOTION_G on): the model reads some windows at the 2nd
         harmonic and others at the heart (normal-day seed 1 with 1-h noise blocks: a 75-90
         bpm heart read 158-176, `good`, for 40 s at a running onset), and a few 2x windows in
         a row carried the belief there. So a rate the belief already holds also takes
@@ -439,8 +442,7 @@ class HeartRateRunner(ModelRunner):
         nothing at the heart moves the belief. Weighted by the prior, so no new hypothesis
         at half a window's rate is made (tried unweighted: on the SP Cup recordings it read
         a 90-100 bpm walk at 48-58 and left more windows uncertain). Cost: a real doubling
-        while moving, with nothing left at the old rate, takes over in 7 windows, not 2;
-        SP Cup through the hr 2.1.0 bundle 1.85 bpm / 97.9 % good (without: 1.83 / 98.0).
+        while running, with nothing left at the old rate, takes over in 7 windows, not 2.
         """
         if end_s <= self._last_end_s or end_s - self._last_end_s > self.RESET_GAP_S:
             self._belief = None
@@ -451,7 +453,7 @@ class HeartRateRunner(ModelRunner):
         else:
             prior = (1 - self.UNIFORM_SHARE) * (self._kernel @ self._belief) + (
                 self.UNIFORM_SHARE / n)
-        if p is not None and moving and self._belief is not None:
+        if p is not None and running and self._belief is not None:
             held = prior / prior.max()
             p = p + self.OCTAVE_SHARE * held * np.interp(2.0 * self.bins, self.bins, p,
                                                           right=0.0)
@@ -465,8 +467,16 @@ class HeartRateRunner(ModelRunner):
         return post
 
     def summary(self, belief: np.ndarray) -> tuple[float, float, float]:
-        """(MAP refined by the belief around it, CI low, CI high) of a belief."""
-        i = int(np.argmax(belief))
+        """(MAP refined by the belief around it, CI low, CI high) of a belief.
+
+        The mode is the bin whose neighbourhood (MODE_HALF_WIDTH bins either side) holds the
+        most belief, not the single highest bin: hr 2.1.1's distribution can alternate
+        between bins (65 bpm read as 0.24 at 63.8, 0.19 at 65.6, 0.24 at 67.5), and an int8
+        tie between the two outer bins then moved the published rate by 3.4 bpm between two
+        samplings of the same pulse (tests/test_edge_replay_recordings.py, jittery CSV).
+        """
+        k = self.MODE_HALF_WIDTH
+        i = int(np.argmax(np.convolve(belief, np.ones(2 * k + 1), mode="same")))
         lo, hi = max(i - self.MODE_HALF_WIDTH, 0), min(i + self.MODE_HALF_WIDTH + 1, len(belief))
         w = belief[lo:hi]
         value = float(w @ self.bins[lo:hi] / w.sum())
@@ -484,7 +494,8 @@ class HeartRateRunner(ModelRunner):
         if still and features is not None and features.shape == (len(self.bins), 3):
             # Not under motion: an arm swing repeats at multiples of the heart's interval too.
             outputs = self.harmonic_check(outputs, features)
-        belief = self.track(None if quality == SENSOR else outputs, end_s, moving=not still)
+        running = motion_g is not None and motion_g >= self.OCTAVE_MOTION_G
+        belief = self.track(None if quality == SENSOR else outputs, end_s, running=running)
         value, low, high = self.summary(belief)
         if quality == GOOD:
             if high - low > self.MAX_CI_WIDTH_BPM:

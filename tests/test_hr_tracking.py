@@ -220,3 +220,15 @@ def test_an_exercise_onset_is_not_read_at_twice_the_heart_rate(model, monkeypatc
     onset = (truth > 70) & (truth < 95) & (np.array([e.device_time_s for e in estimates])
                                            >= 27_000)
     assert np.median(np.abs(values - truth)[onset]) < 5.0, doubled
+
+
+def test_the_mode_is_the_heaviest_neighbourhood_not_one_of_two_tied_outer_bins(model):
+    # hr 2.1.1 can alternate between bins: a 65.6 bpm pulse read as 0.24 / 0.19 / 0.24 at
+    # 63.8 / 65.6 / 67.5; an int8 tie of the outer two must not move the rate by two bins.
+    runner = HeartRateRunner("d", model)
+    bins = runner.bins
+    i = int(np.argmin(np.abs(bins - 65.6)))
+    belief = np.full(len(bins), 1e-4)
+    belief[i - 2:i + 3] = [0.12, 0.24, 0.19, 0.24, 0.12]
+    value, low, high = runner.summary(belief / belief.sum())
+    assert abs(value - bins[i]) < 0.5 and low <= value <= high
