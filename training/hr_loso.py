@@ -85,6 +85,12 @@ def loso(recordings: Sequence[hr_real.Recording], work: Path, plan: LosoPlan, *,
     extra = hr.randomised_windows(sim_plan, seed, log)
     sim = {k: data.Windows.concat([sim[k], extra[k]]) for k in sim}
     parts = hr.real_windows(list(recordings), sim_plan)
+    if sim_plan.no_acc_copies > 0:  # as training.hr.train: copies without the accelerometer
+        sim["train"] = data.Windows.concat([sim["train"], hr.without_accelerometer(
+            sim["train"], sim_plan.no_acc_copies, seed)])
+        parts = [data.Windows.concat([p, hr.without_accelerometer(p, sim_plan.no_acc_copies,
+                                                                   seed + k)])
+                 for k, p in enumerate(parts)]
 
     from training import nets  # TensorFlow only now: the simulation workers are spawned
 
