@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import threading
 import uuid
 
 import jsonschema
 from e2e import ROOT, SCHEMAS, validate
 
 import edge
+from device_sim import get_scenario, simulate, stream
+from device_sim.writers import PtyWriter
 from edge.homeassistant import ACTIVE_ALARMS_SCHEMA, PresentState
 from edge.messages import ALARM_SCHEMA, Message, Topics
 
@@ -118,8 +122,28 @@ def ha_config(tmp_path, pty: str, port: int):
 
 def test_discovery_and_present_state_for_a_late_subscriber(broker, mqtt_subscriber, processes,
                                                             tmp_path):
-    _sim, pty = processes.simulator("--scenario", "tachycardia", "--seed", "3", "--speed", "6")
-    processes.start("-m", "edge", "run", "--config", str(ha_config(tmp_path, pty, broker.port)))
+    # The tachycardia raises hr_high at ~28 s and clears it at ~60 s of device time. It is
+    # played in two parts, the second only once the late subscriber has checked the active
+    # set: on a busy machine the alarm cannot clear before that check.
+    items = list(stream(simulate(get_scenario("tachycardia"), 3), 1))
+    before = [item for item in items if item[0] < HOLD_AT_S]
+    after = [item for item in items if item[0] >= HOLD_AT_S]
+    writer = PtyWriter(link=tmp_path / "wrist-1")  # the link goes with the writer
+    runtime = processes.start("-m", "edge", "run", "--config",
+                              str(ha_config(tmp_path, str(writer.link), broker.port)))
+    try:
+        _discovery_and_present_state(broker, mqtt_subscriber, writer, before, after)
+    finally:
+        runtime.send_signal(signal.SIGTERM)  # before the pty goes: no reopen of a reused one
+        runtime.wait(timeout=30)
+        writer.close(drain=False)
+
+
+HOLD_AT_S = 45.0  # device time: hr_high is active, and stays so until the rest is played
+
+
+def _discovery_and_present_state(broker, mqtt_subscriber, writer: PtyWriter, before: list,
+                                 after: list) -> None:
 
     # Discovery: 4 sensors and 3 alarm binary sensors for the device, retained.
     ha = mqtt_subscriber("homeassistant/#", broker=broker)
@@ -149,8 +173,11 @@ def test_discovery_and_present_state_for_a_late_subscriber(broker, mqtt_subscrib
     assert medium["device_class"] == "problem"
     assert medium["state_topic"] == "wearable/ward-7/wrist-1/active_alarms"
 
-    # The tachycardia raises hr_high (medium). A client that connects only now...
+    # The tachycardia raises hr_high (medium), once the wearable sends. A client that
+    # connects only now...
     live = mqtt_subscriber("wearable/ward-7/wrist-1/alarms", broker=broker)
+    first = threading.Thread(target=writer.play, args=(before, 0), daemon=True)
+    first.start()
     raised = live.wait_for(lambda m: m.json()["event"] == "raised", timeout=90).json()
     late = mqtt_subscriber("wearable/#", broker=broker)
     # ...gets the present state at once, from the retained messages.
@@ -171,6 +198,9 @@ def test_discovery_and_present_state_for_a_late_subscriber(broker, mqtt_subscrib
     assert latest["vital"] == "heart_rate" and latest["device"] == "wrist-1"
 
     # When it clears, the retained set empties: the next late subscriber sees no alarm.
+    first.join(timeout=30)
+    assert not first.is_alive()
+    threading.Thread(target=writer.play, args=(after, 0), daemon=True).start()
     live.wait_for(lambda m: m.json()["event"] == "cleared", timeout=90)
     later = mqtt_subscriber(medium["state_topic"], broker=broker)
     cleared = later.wait_for(lambda m: m.retain, timeout=10).json()
