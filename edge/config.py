@@ -153,9 +153,13 @@ class AlarmsConfig:
     # Above 120 bpm at rest; while the wearer moves (walking, a run) above 170 bpm, so a
     # normal day's exercise raises no alarm (like the high-HR notifications of consumer
     # watches); set moving_threshold = 0 for a patient who should not exercise.
+    # An HR alarm clears once the rate has been back for a whole analysis window (8 s), not
+    # two of its 2 s hops: in atrial fibrillation a few windows read low (short beats eject
+    # too little to show in the PPG) and cleared a tachycardia alarm that came back 4 s later.
     hr_high: ThresholdAlarmConfig = field(
-        default_factory=partial(_Limit, 120.0, moving_threshold=170.0))
-    hr_low: ThresholdAlarmConfig = field(default_factory=partial(_Limit, 45.0, "high"))
+        default_factory=partial(_Limit, 120.0, moving_threshold=170.0, clear_delay_s=8.0))
+    hr_low: ThresholdAlarmConfig = field(
+        default_factory=partial(_Limit, 45.0, "high", clear_delay_s=8.0))
     # Blood pressure (cuffless, after calibration), mmHg: the high limits of bedside monitors
     # (160 systolic; 100 diastolic, stage-2 hypertension), as the cuffless estimate
     # under-reads large rises (docs/models.md). BP moves slowly and its estimate is noisier

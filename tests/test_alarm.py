@@ -17,18 +17,30 @@ def run(engine, series, quality=GOOD):
 
 
 def test_raised_after_the_condition_delay_and_cleared_once_with_hysteresis():
-    engine = AlarmEngine(AlarmsConfig())  # hr_high 120, hysteresis 5, delay 2 s, clear 4 s
+    engine = AlarmEngine(AlarmsConfig())  # hr_high 120, hysteresis 5, delay 2 s, clear 8 s
     series = [(t, 80) for t in range(0, 10, 2)]
     series += [(t, 130) for t in range(10, 30, 2)]  # above from t=10
     series += [(t, 118) for t in range(30, 40, 2)]  # below 120 but inside the hysteresis band
     series += [(t, 100) for t in range(40, 60, 2)]  # recovered from t=40
     events = run(engine, series)
     assert [(e.condition, e.event, e.device_time_s) for e in events] == [
-        ("hr_high", "raised", 12), ("hr_high", "cleared", 44)]
+        ("hr_high", "raised", 12), ("hr_high", "cleared", 48)]
     raised, cleared = events
     assert raised.alarm_id == cleared.alarm_id and raised.onset_s == 10
     assert raised.priority == "medium" and raised.kind == "physiological"
     assert "130" in raised.message and raised.limit == 120
+
+
+def test_an_hr_dip_shorter_than_one_analysis_window_does_not_clear_the_alarm():
+    # Atrial fibrillation: a few 2-s windows read low (weak pulses after short beats). The
+    # alarm must not clear and come back seconds later; 8 s back (a whole window) clears it.
+    engine = AlarmEngine(AlarmsConfig())
+    series = [(t, 140) for t in range(0, 20, 2)]
+    series += [(t, 112) for t in range(20, 26, 2)]  # three windows back inside the limit
+    series += [(t, 140) for t in range(26, 40, 2)]
+    series += [(t, 100) for t in range(40, 60, 2)]
+    events = run(engine, series)
+    assert [(e.event, e.device_time_s) for e in events] == [("raised", 2), ("cleared", 48)]
 
 
 def test_short_excursion_below_the_delay_raises_nothing():

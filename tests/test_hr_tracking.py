@@ -65,12 +65,8 @@ def strongest_bpm(x: np.ndarray) -> float:
     return 60 * float(f[band][spec[band].argmax()])
 
 
-# Still missed by the shipped hr 2.0.0 (docs/models.md, Limits; the 2.1.1 candidate reads all
-# 30). Strict: the day a model reads them, this list must shrink.
-MISSED = {("sharp", 90): "reads a sharp 90 bpm pulse at its 2nd harmonic, 180"}
-GRID = [pytest.param(shape, bpm, id=f"{shape[0]}-{bpm}", marks=pytest.mark.xfail(
-            strict=True, reason=f"hr 2.0.0 {MISSED[shape[0], bpm]}"))
-        if (shape[0], bpm) in MISSED else pytest.param(shape, bpm, id=f"{shape[0]}-{bpm}")
+# hr 2.1.1 reads all 30 (2.0.0 and 2.1.0 missed two each: docs/models.md, Limits).
+GRID = [pytest.param(shape, bpm, id=f"{shape[0]}-{bpm}")
         for shape in SHAPES for bpm in (40, 50, 60, 75, 90, 110, 130, 150, 175, 200)]
 
 
@@ -191,9 +187,6 @@ def test_under_motion_a_sustained_2nd_harmonic_alone_still_takes_over(model):
     assert abs(values[-1] - 160) <= 2, values
 
 
-@pytest.mark.xfail(strict=True, reason="hr 2.0.0 reads this onset at 2x for longer: the runtime "
-                   "holds the heart for 30 s, then follows it to 2x (7 windows, one 'good' at "
-                   "171); hr 2.1.0 and the 2.1.1 candidate pass (docs/models.md)")
 def test_an_exercise_onset_is_not_read_at_twice_the_heart_rate(model, monkeypatch):
     # normal-day seed 1 as device_sim drew it with noise blocks of 1 h: hr 2.0.0 and 2.1.0
     # read the running onset at ~27000 s at the 2nd harmonic (158-176 bpm, 'good': a false
