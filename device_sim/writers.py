@@ -250,8 +250,8 @@ class PtyWriter(Writer):
                 return flushed
             if not packet:
                 return flushed
-            flushed |= packet[0] != termios.TIOCPKT_DATA and bool(
-                packet[0] & termios.TIOCPKT_FLUSHREAD)
+            # A data packet's first byte is TIOCPKT_DATA (0); a status byte carries flags.
+            flushed |= bool(packet[0] & termios.TIOCPKT_FLUSHREAD)
 
     def _write(self, data: bytes) -> None:
         if self._master is None:

@@ -16,6 +16,19 @@ from device_sim.writers import FileWriter, PtyWriter, SerialWriter
 from wire.protocol import Decoder, Frame
 
 
+def read_until_hang_up(fd: int) -> tuple[Decoder, list[Frame]]:
+    """Decode what a pty slave receives until the simulator closes it (EIO); closes `fd`."""
+    decoder, got = Decoder(), []
+    try:
+        while data := os.read(fd, 4096):
+            got += decoder.feed(data)
+    except OSError as err:  # EIO: the simulator closed the pty, end of stream
+        assert err.errno == errno.EIO, err
+    finally:
+        os.close(fd)
+    return decoder, got
+
+
 def test_pty_round_trip_with_a_late_reader_loses_nothing() -> None:
     items = list(stream(simulate("tachycardia", 1), device_id=9))
     writer = PtyWriter(settle_s=0.1)
@@ -29,17 +42,9 @@ def test_pty_round_trip_with_a_late_reader_loses_nothing() -> None:
     thread.start()
     time.sleep(0.3)  # the reader arrives after the simulator is ready to send
     assert thread.is_alive(), "the writer must wait for its reader"
-    # Opened as `cat` would: pyserial flushes its input while opening, and whether it is done
-    # within settle_s is up to the scheduler (pty_replay.HandshakePty removes that guess).
+    # Opened as `cat` would: no flush, so the writer starts once settle_s has passed.
     fd = os.open(writer.path, os.O_RDONLY | os.O_NOCTTY)
-    decoder, got = Decoder(), []
-    try:
-        while data := os.read(fd, 4096):
-            got += decoder.feed(data)
-    except OSError as err:  # EIO: the simulator closed the pty, end of stream
-        assert err.errno == errno.EIO, err
-    finally:
-        os.close(fd)
+    decoder, got = read_until_hang_up(fd)
     thread.join(timeout=10)
     assert played["stats"].frames == len(items) == len(got)
     assert decoder.stats.bytes_in == sum(len(data) for _, data in items)
@@ -61,16 +66,9 @@ def test_pty_waits_for_a_slow_reader_to_flush_its_input() -> None:
     thread = threading.Thread(target=play, daemon=True)
     thread.start()
     fd = os.open(writer.path, os.O_RDONLY | os.O_NOCTTY)
-    decoder, got = Decoder(), []
-    try:
-        time.sleep(0.5)  # a slow opener: nothing may be written yet, or the flush loses it
-        termios.tcflush(fd, termios.TCIFLUSH)
-        while data := os.read(fd, 4096):
-            got += decoder.feed(data)
-    except OSError as err:  # EIO: the simulator closed the pty, end of stream
-        assert err.errno == errno.EIO, err
-    finally:
-        os.close(fd)
+    time.sleep(0.5)  # a slow opener: nothing may be written yet, or the flush loses it
+    termios.tcflush(fd, termios.TCIFLUSH)
+    decoder, got = read_until_hang_up(fd)
     thread.join(timeout=30)
     sent = Decoder().feed(b"".join(data for _, data in items))
     assert [(f.channel, f.seq) for f in got] == [(f.channel, f.seq) for f in sent]
