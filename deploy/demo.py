@@ -282,6 +282,8 @@ class Viewer:
                 text += f", trend {details['trend_mg_dl_per_min']:+.1f}/min"
             if details.get("glucose_20min") is not None:
                 text += f", in 20 min {details['glucose_20min']:.0f}"
+            if details.get("urgent_low_risk") is not None:
+                text += f", urgent-low risk {details['urgent_low_risk']:.0%}"
             parts.append(text)
         return "   ".join(parts) or "(no estimate yet)"
 

@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edge.bundle import rule_output
 from edge.config import (
     AlarmsConfig,
     StaleDataAlarmConfig,
@@ -30,7 +29,15 @@ from edge.config import (
     ThresholdAlarmConfig,
 )
 from edge.errors import CommandError
-from edge.estimate import GOOD, MOTION, MOTION_UNKNOWN, SENSOR, Estimate, MotionArtefactGate
+from edge.estimate import (
+    GOOD,
+    MOTION,
+    MOTION_UNKNOWN,
+    SENSOR,
+    URGENT_LOW_RISK,
+    Estimate,
+    MotionArtefactGate,
+)
 
 EVENTS = ("raised", "reminder", "silenced", "acknowledged", "cleared")
 MOVING_HOLD_S = 300.0  # a rule's moving limit applies this long after the wearer stops
@@ -97,6 +104,8 @@ class _Rule:
         return e.details.get(self.field) if self.field else e.value
 
     def unit(self, e: Estimate | Observation) -> str:
+        if self.field == URGENT_LOW_RISK:
+            return "probability"
         return "mg/dL/min" if self.field.startswith("trend") else e.unit
 
     def limit(self, moving: bool = False) -> float:
@@ -121,13 +130,15 @@ class _Rule:
             return self.label
         v = self.reading(e)
         if v is None:  # e.g. no forecast on this reading (a gap in the history): say so
-            what = "forecast" if self.field.startswith("glucose_") else (
+            what = "forecast" if self.field == URGENT_LOW_RISK else (
                 "trend" if self.field.startswith("trend") else "value")
             return f"{self.label}: no {what} on this reading (limit {self.limit(moving):g})"
         if self.kind == "technical":  # a stale-data rule: the reading is an age in seconds
             return f"{self.label}: nothing for {v / 60:.0f} min" if v >= 120 else (
                 f"{self.label}: nothing for {v:.0f} s")
         side = "above" if self.above else "at or below"
+        if self.field == URGENT_LOW_RISK:
+            return f"{self.label}: risk {v:.0%} ({side} limit {self.limit(moving):.0%})"
         return f"{self.label}: {v:.1f} {self.unit(e)} ({side} limit {self.limit(moving):g})"
 
 
@@ -139,7 +150,7 @@ def _stale(config: StaleDataAlarmConfig) -> ThresholdAlarmConfig:
 
 
 def _rules(c: AlarmsConfig) -> list[_Rule]:
-    trend, soon = "trend_mg_dl_per_min", rule_output("glucose_forecast", "forecast_20min")
+    trend = "trend_mg_dl_per_min"
     technical = "technical"
     rules = [
         _Rule("hr_high", "heart_rate", "Heart rate high", c.hr_high),
@@ -157,8 +168,9 @@ def _rules(c: AlarmsConfig) -> list[_Rule]:
         _Rule("glucose_falling", "glucose", "Glucose falling fast",
               dataclasses.replace(c.glucose_falling, threshold=-c.glucose_falling.threshold),
               above=False, field=trend),
-        _Rule("glucose_urgent_low_soon", "glucose", "Urgent low glucose soon (20-min "
-              "forecast)", c.glucose_urgent_low_soon, above=False, field=soon),
+        _Rule("glucose_urgent_low_soon", "glucose", "Urgent low glucose soon (risk of a "
+              "reading <= 55 mg/dL within 30 min)", c.glucose_urgent_low_soon,
+              field=URGENT_LOW_RISK),
         _Rule("ppg_sensor", "heart_rate", "PPG sensor problem: no usable signal (off the "
               "skin, gap, clipping or flat line)", c.sensor, technical, bad=frozenset({SENSOR})),
         _Rule("bp_sensor", "systolic_bp", "Blood-pressure signals unusable (ECG lead-off, PPG "
@@ -249,7 +261,8 @@ class Alarm:
             return None
         v = self.rule.reading(estimate)
         ended = f"{self.rule.label} ended" + (
-            f": {round(v, 1):g} {self.rule.unit(estimate)}"
+            f": {round(v, 3 if self.rule.field == URGENT_LOW_RISK else 1):g} "
+            f"{self.rule.unit(estimate)}"
             if self.rule.kind == "physiological" and v is not None else "")
         return self.end("cleared", ended)
 
@@ -318,7 +331,18 @@ def replay_rule(config: AlarmsConfig, condition: str,
     per estimate, (raised on it, active after it). The model card scores the urgent-low-soon
     alarm with this, so its figures are what the runtime raises (delay, hysteresis, clear
     delay and all)."""
-    rule = next(r for r in _rules(config) if r.condition == condition)
+    return _replay(next(r for r in _rules(config) if r.condition == condition), estimates)
+
+
+def replay_threshold(config: ThresholdAlarmConfig, field: str, above: bool,
+                     estimates: Iterable[Estimate]) -> list[tuple[bool, bool]]:
+    """`replay_rule` for a threshold on any detail of the estimates (`field`), alarming above
+    or at-or-below its limit: how a rule the runtime does not have would behave (the model
+    card's peers of the urgent-low-soon alarm)."""
+    return _replay(_Rule("replay", "", "", config, above=above, field=field), estimates)
+
+
+def _replay(rule: _Rule, estimates: Iterable[Estimate | Observation]) -> list[tuple[bool, bool]]:
     alarm = Alarm("replay", rule, realert_s=0.0)
     out = []
     for estimate in estimates:

@@ -24,7 +24,7 @@ OUTPUT_KINDS = ("affine", "expectation")
 # each in output_params["names"] (checked at load, so a retrained model that renames or drops
 # one is refused instead of silently disabling its alarm), and rules look them up here.
 RULE_OUTPUTS: dict[str, dict[str, str]] = {
-    "glucose_forecast": {"forecast_20min": "glucose_20min"},  # glucose_urgent_low_soon
+    "glucose_forecast": {"urgent_low_risk": "urgent_low_risk"},  # glucose_urgent_low_soon
 }
 
 

@@ -143,7 +143,11 @@ class StaleDataAlarmConfig:
 _GLUCOSE = {"delay_s": 0.0, "clear_delay_s": 600.0}
 _Limit = ThresholdAlarmConfig
 URGENT_LOW_MG_DL = 55.0  # Dexcom G7 / xDrip+ urgent low: fixed, cannot be turned off
-URGENT_LOW_SOON_MG_DL = 60.0  # glucose@1.2.0's tuned forecast threshold (its manifest says)
+# glucose@2.0.0's urgent-low risk (probability of a reading <= 55 within 30 min): its limit
+# tuned on real validation people (its manifest's output_params.urgent_low_soon). The alarm
+# clears once the risk is below half the limit (hysteresis: half of it).
+URGENT_LOW_SOON_RISK = 0.25
+URGENT_LOW_SOON_HYSTERESIS = URGENT_LOW_SOON_RISK / 2
 
 
 @dataclass(frozen=True)
@@ -182,12 +186,12 @@ class AlarmsConfig:
         default_factory=partial(_Limit, 3.0, "low", hysteresis=1.0, **_GLUCOSE))
     glucose_falling: ThresholdAlarmConfig = field(
         default_factory=partial(_Limit, 2.0, "medium", hysteresis=1.0, **_GLUCOSE))
-    # The glucose model's 20-min forecast at or below this: "urgent low soon". 60, not 55:
-    # chosen on real validation people to anticipate >= 90 % of urgent lows (55 caught 75 %;
-    # models/glucose_report.md has the trade-off against false alerts).
+    # "Urgent low soon": the glucose model's risk of a reading <= 55 mg/dL within 30 min above
+    # this probability. Chosen on real validation people to anticipate >= 90 % of
+    # urgent lows with the fewest false alerts (models/glucose_report.md: the trade-off).
     glucose_urgent_low_soon: ThresholdAlarmConfig = field(
-        default_factory=partial(_Limit, URGENT_LOW_SOON_MG_DL, "high", hysteresis=10.0,
-                                **_GLUCOSE))
+        default_factory=partial(_Limit, URGENT_LOW_SOON_RISK, "high",
+                                hysteresis=URGENT_LOW_SOON_HYSTERESIS, **_GLUCOSE))
     # Technical alarms.
     sensor: TechnicalAlarmConfig = field(default_factory=TechnicalAlarmConfig)  # PPG
     bp_sensor: TechnicalAlarmConfig = field(default_factory=TechnicalAlarmConfig)  # ECG/PPG
@@ -225,6 +229,14 @@ class AlarmsConfig:
                  f"{key}.glucose_urgent_low.threshold",
                  f"must be between {URGENT_LOW_MG_DL:g} and alarms.glucose_low.threshold "
                  "(it can be raised, never lowered)")
+        soon = self.glucose_urgent_low_soon
+        _require(0 < soon.threshold < 1, f"{key}.glucose_urgent_low_soon.threshold",
+                 "is a probability since glucose 2.0.0 (of a reading <= 55 mg/dL within 30 "
+                 f"min), between 0 and 1, e.g. {URGENT_LOW_SOON_RISK:g}; no longer a forecast "
+                 "in mg/dL")
+        _require(soon.hysteresis < soon.threshold, f"{key}.glucose_urgent_low_soon.hysteresis",
+                 f"must be below its threshold (a probability), e.g. "
+                 f"{URGENT_LOW_SOON_HYSTERESIS:g}")
         _require(self.cgm_stale.after_s < self.cgm_lost.after_s, f"{key}.cgm_stale.after_s",
                  f"must be shorter than {key}.cgm_lost.after_s")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.bundle import rule_output
 from edge.errors import CommandError, ModelError, StreamError
 from edge.features import (
     BP_AMPLITUDE_RATIOS,
@@ -697,6 +698,9 @@ class BloodPressureRunner(ModelRunner):
         return self.calibration
 
 
+URGENT_LOW_RISK = rule_output("glucose_forecast", "urgent_low_risk")
+
+
 class GlucoseRunner:
     """CGM readings -> glucose estimates: the reading itself (alarms on it need no model),
     its trend and, with the glucose model, its forecasts (e.g. `glucose_20min`).
@@ -795,8 +799,10 @@ class GlucoseRunner:
         available = not bad and not np.isnan(window).any()
         forecasts: list[float | None] = [None] * len(self.names)
         if available:
-            forecasts = [round(float(v), 1) for v in
-                         self.model.estimates(self.feature(window[:, None], **self.params))]
+            # mg/dL to 0.1; a probability (the urgent-low risk) to 0.001
+            forecasts = [round(float(v), 3 if name == URGENT_LOW_RISK else 1) for name, v in
+                         zip(self.names, self.model.estimates(
+                             self.feature(window[:, None], **self.params)), strict=True)]
         details["forecast_available"] = available
         return details | dict(zip(self.names, forecasts, strict=True))
 

@@ -282,13 +282,14 @@ def test_memory_stays_flat_when_a_models_pacing_channel_never_comes():
 
 
 @pytest.mark.parametrize(("names", "needles"), [
-    (["glucose_in_20", "glucose_30min"], ["must declare the output(s) glucose_20min",
-                                          "alarm rule reads"]),
-    (["glucose_20min"], ["does not name the model's 2 output(s)"]),
+    # A glucose 1.x bundle: forecasts only.
+    (["glucose_20min", "glucose_30min", "low_risk"],
+     ["must declare the output(s) urgent_low_risk", "alarm rule reads"]),
+    (["glucose_20min", "glucose_30min"], ["does not name the model's 3 output(s)"]),
 ])
 def test_a_glucose_model_without_the_output_a_rule_reads_is_refused_at_load(
         tmp_path, names, needles):
-    """urgent-low-soon reads the 20-min forecast by its declared name: a bundle that renames
+    """urgent-low-soon reads the urgent-low risk by its declared name: a bundle that renames
     or drops it is refused by `check` (it used to load and the alarm silently never fired)."""
     models = tmp_path / "models"
     shutil.copytree(MODELS, models)

@@ -137,6 +137,10 @@ def test_no_data_from_the_wearable_raises_a_technical_alarm_on_the_wall_clock():
     ({"glucose_low": {"threshold": 300}}, "must be below alarms.glucose_high.threshold"),
     ({"cgm_stale": {"after_s": 3600}}, "shorter than alarms.cgm_lost.after_s"),
     ({"hr_high": {"delay_s": 12}}, "between 0 and 10 seconds"),
+    # A glucose 1.x config's forecast limit in mg/dL: now a probability.
+    ({"glucose_urgent_low_soon": {"threshold": 60}}, "is a probability since glucose 2.0.0"),
+    ({"glucose_urgent_low_soon": {"threshold": 0.2, "hysteresis": 0.2}},
+     "hysteresis' must be below its threshold"),
 ])
 def test_unsafe_alarm_settings_are_refused(alarms_table, message):
     with pytest.raises(ConfigError, match=message):
@@ -174,10 +178,12 @@ def test_calibration_without_a_bp_model_is_refused():
 
 
 def test_the_default_urgent_low_soon_limit_is_the_one_the_shipped_model_was_scored_at():
-    """Training tunes the forecast limit on real validation people and scores the model card
-    at it; a node with the default configuration must alarm at that same limit."""
+    """Training tunes the risk limit on real validation people and scores the model card at
+    it; a node with the default configuration must alarm at that same limit, clearing below
+    half of it as the card's scoring did."""
     manifest = json.loads((Path(__file__).parents[1] / "models" / "glucose.json").read_text())
     tuned = manifest["output_params"]["urgent_low_soon"]
     default = AlarmsConfig().glucose_urgent_low_soon
-    assert default.threshold == tuned["threshold_mg_dl"]
+    assert default.threshold == tuned["threshold"]
+    assert default.hysteresis == tuned["threshold"] / 2
     assert default.delay_s == 300 * (tuned["persistence_readings"] - 1)

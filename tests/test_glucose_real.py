@@ -102,38 +102,57 @@ def test_windows_and_baselines_on_a_known_ramp(tmp_path):
 def test_persistence_delays_and_thins_urgent_low_alerts():
     cgm = np.array([120.0] * 14 + [100, 85, 75, 65, 58, 52, 50, 60, 80, 120] + [120.0] * 8)
     ends = np.arange(11, len(cgm))
-    pred = np.full(len(ends), 150.0)
-    pred[(ends >= 15) & (ends <= 18)] = 50.0  # 20-min forecast low from reading 15 on
-    pred[ends == 27] = 50.0  # a lone false alert
+    risk = np.full(len(ends), 0.01)
+    risk[(ends >= 15) & (ends <= 18)] = 0.8  # an urgent low soon, from reading 15 on
+    risk[ends == 27] = 0.8  # a lone false alert
     series = {1: cgm}
-    one = glucose_metrics.urgent_low(series, np.ones(len(ends), int), ends, pred,
-                                     window_readings=12)
-    two = glucose_metrics.urgent_low(series, np.ones(len(ends), int), ends, pred,
+    one = glucose_metrics.urgent_low(series, np.ones(len(ends), int), ends, risk,
                                      window_readings=12,
-                                     alarm=glucose_metrics.urgent_low_alarm(55.0, 2))
+                                     alarm=glucose_metrics.urgent_low_alarm(0.3))
+    two = glucose_metrics.urgent_low(series, np.ones(len(ends), int), ends, risk,
+                                     window_readings=12,
+                                     alarm=glucose_metrics.urgent_low_alarm(0.3, 2))
     assert (one["detected"], one["false_alert_episodes"]) == (1, 1)
     assert (two["detected"], two["false_alert_episodes"]) == (1, 0)
     assert two["median_lead_min"] == one["median_lead_min"] - 5
 
 
-def test_a_forecast_chattering_at_the_limit_is_one_alert_as_in_the_runtime():
-    # The 20-min forecast dips under 61 three times without a reading <= 55: the runtime's
-    # alarm stays active until the forecast is back above its hysteresis for its clear
-    # delay, so that is one (false) alert, not three.
-    cgm = np.array([120.0] * 12 + [90, 80, 72, 68, 66, 65, 66, 68, 67, 70, 80, 95]
-                   + [120.0] * 10)
+CHATTER_CGM = np.array([120.0] * 12 + [90, 80, 72, 68, 66, 65, 66, 68, 67, 70, 80, 95]
+                       + [120.0] * 10)
+
+
+@pytest.mark.parametrize(("forecast", "quiet", "low", "high", "limit"), [
+    (False, 0.01, 0.4, 0.2, 0.3),  # the risk, the runtime's rule: clears below half its limit
+    (True, 130.0, 58.0, 64.0, 61.0),  # glucose 1.x's 20-min forecast: 10 mg/dL above it
+])
+def test_a_score_chattering_at_the_limit_is_one_alert_as_in_the_runtime(
+        forecast, quiet, low, high, limit):
+    # The score crosses its limit three times without a reading <= 55: the alarm stays
+    # active until it is back past its hysteresis for its clear delay, so that is one
+    # (false) alert, not three.
+    cgm = CHATTER_CGM
     ends = np.arange(11, len(cgm))
-    pred = np.full(len(ends), 130.0)
+    score = np.full(len(ends), quiet)
     chatter = (ends >= 15) & (ends <= 22)
-    pred[chatter] = np.where(ends[chatter] % 2, 58.0, 64.0)
-    alarm = glucose_metrics.urgent_low_alarm(61.0)
-    result = glucose_metrics.urgent_low({1: cgm}, np.ones(len(ends), int), ends, pred,
-                                        window_readings=12, alarm=alarm)
+    score[chatter] = np.where(ends[chatter] % 2, low, high)
+    alarm = glucose_metrics.urgent_low_alarm(limit, forecast=forecast)
+    result = glucose_metrics.urgent_low({1: cgm}, np.ones(len(ends), int), ends, score,
+                                        window_readings=12, alarm=alarm, forecast=forecast)
     assert (result["alert_episodes"], result["false_alert_episodes"]) == (1, 1)
     assert result["false_alerts_reaching_70"] == 1
     # Through the runtime's alarm state machine: raised once, active throughout.
-    raised, active = glucose_metrics.alarm_on_forecasts(ends, cgm[ends], pred, alarm)
+    raised, active = glucose_metrics.alarm_on_scores(ends, cgm[ends], score, alarm,
+                                                     forecast=forecast)
     assert raised.sum() == 1 and active[chatter].all() and not active[-1]
+
+
+def test_the_risk_is_trained_on_what_scores_an_alert_true():
+    """`low_soon` (the risk's label) is a reading <= 55 now or within 30 min: exactly the
+    readings the model card looks at to call an alert true."""
+    cgm = np.array([100.0, 90, 80, 70, 60, 55, 60, 80, 100, 110, 120, 130, 140, 150])
+    ends = np.arange(len(cgm) - glucose_data.LOW_SOON_READINGS)
+    assert glucose_data.low_soon(cgm, ends).tolist() == [
+        True, True, True, True, True, True, False, False]
 
 
 def test_glucose_data_windows_match_real_windows_on_the_same_grid():

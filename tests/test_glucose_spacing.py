@@ -59,6 +59,8 @@ def test_a_ramp_gives_the_same_trend_and_forecast_at_any_spacing(spacing_min):
     assert last["trend_mg_dl_per_min"] == pytest.approx(-1.0, abs=0.02)
     assert last["glucose_20min"] == reference["glucose_20min"] is not None
     assert last["glucose_30min"] == reference["glucose_30min"]
+    # A fall to 40 mg/dL: an urgent low is certain, and the risk says so.
+    assert last["urgent_low_risk"] == reference["urgent_low_risk"] > 0.9
     assert last["interval_s"] == spacing_min * 60.0 and last["reading_age_s"] == 0.0
     # No forecast before the model's whole hour is covered (1-min CGM is not 5-min history).
     early = [m for m in out if m["device_time_s"] < 3300 - 60]  # 11 grid steps of 5 min

@@ -268,17 +268,25 @@ def _past(value: float, limit: float, above: bool) -> bool:
 
 
 def check_urgent_low_soon(rec: Recording, alarms: list[dict], vitals: list[dict]) -> None:
-    """The predictive alarm comes before the CGM reads 55 mg/dL (at least a reading ahead),
-    and before the true plasma glucose gets there."""
+    """The predictive alarm comes before the CGM reads 55 mg/dL, at least a reading ahead.
+
+    Its promise is about the sensor reading, as Dexcom's Urgent Low Soon's (sensor glucose
+    <= 55 within 20 min), and the model card scores it so on real people. It is not held to
+    the simulator's plasma glucose: in this slow fall the simulated CGM reads 55 19-24 min
+    after the plasma does, so warning before the plasma means calling lows 25-45 min ahead
+    from a reading near 70. glucose 1.x's forecast rule (20-min forecast <= 60) did, at 1.8x
+    the false alerts of glucose 2.0.0's risk on real held-out people."""
     soon = next(a for a in alarms if a["condition"] == "glucose_urgent_low_soon")
     first_55 = next(v["device_time_s"] for v in vitals
                     if v["vital"] == "glucose" and v["value"] <= 55)
     lead_s = first_55 - soon["device_time_s"]
     assert lead_s >= 5 * 60, f"warned only {lead_s / 60:.0f} min ahead"
-    assert soon["device_time_s"] < first_crossing(rec.truth.glucose_mg_dl, 55, above=False)
-    # The forecast limit is the configured one (61 mg/dL by default: tuned on real people).
+    urgent = next(a for a in alarms if a["condition"] == "glucose_urgent_low")
+    assert soon["device_time_s"] < urgent["device_time_s"]
+    # The risk limit is the configured one (tuned on real people; a probability).
     assert soon["limit"] == LIMITS.glucose_urgent_low_soon.threshold
-    assert soon["value"] <= soon["limit"] and soon["priority"] == "high"
+    assert soon["value"] > soon["limit"] and soon["priority"] == "high"
+    assert soon["unit"] == "probability"
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ SEED = 1
 
 def runtime_forecasts(model, cgm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What the runtime does: the last N readings -> cgm_history -> Model.estimates, for every
-    reading with N readings behind it. Returns (window end indices, (n, 2) forecasts)."""
+    reading with N readings behind it. Returns (window end indices, (n, 3) estimates: the
+    +20 and +30 min forecasts and the urgent-low risk)."""
     m = model.manifest
     n = round(m.window_s * m.sample_rate_hz)
     ends = np.arange(n - 1, len(cgm))
@@ -46,8 +47,9 @@ def test_quick_run_writes_a_complete_bundle_with_the_runtime_contract(quick_bund
     m = json.loads((quick_bundle / "glucose.json").read_text())
     assert (m["name"], m["task"], m["unit"], m["output_kind"]) == (
         "glucose", "glucose_forecast", "mg/dL", "affine")
-    assert m["output_params"]["names"] == ["glucose_20min", "glucose_30min"]
-    assert len(m["output_params"]["scale"]) == len(m["output_params"]["offset"]) == 2
+    assert m["output_params"]["names"] == ["glucose_20min", "glucose_30min", "urgent_low_risk"]
+    assert m["output_params"]["scale"] == [100.0, 100.0, 1.0]  # the risk is a probability
+    assert m["output_params"]["offset"] == [140.0, 140.0, 0.0]
     assert m["channels"] == ["CGM"] and m["sample_rate_hz"] == pytest.approx(1 / 300)
     assert m["hop_s"] == 300 and m["window_s"] % 300 == 0
     assert m["bandpass_hz"] == [] and m["filter_order"] == 0
@@ -89,6 +91,28 @@ def test_int8_beats_last_value_on_freshly_simulated_subjects(quick_bundle):
     rmse = np.sqrt(np.mean(np.concatenate(err_model) ** 2))
     rmse_last = np.sqrt(np.mean(np.concatenate(err_last) ** 2))
     assert rmse < 0.9 * rmse_last, (rmse, rmse_last)
+
+
+@pytest.mark.slow
+def test_the_risk_is_higher_before_an_urgent_low_than_elsewhere(quick_bundle):
+    """Fresh subjects built like the hypoglycaemia scenario, through the runtime's path: the
+    urgent-low risk is a probability, and it is higher on windows with a reading <= 55
+    within 30 min than on the others (a risk that ignored the history would not be)."""
+    model = load_model(quick_bundle / "glucose.json")
+    subjects = glucose_data.plan_subjects("test", 4, seed=987_655, kind="hypoglycaemia",
+                                          noise_range=(0.5, 1.5), first_index=91_000)
+    low, rest = [], []
+    for s in subjects:
+        cgm = glucose_data.simulate(s).cgm
+        ends, pred = runtime_forecasts(model, cgm)
+        keep = ends + glucose_data.LOW_SOON_READINGS < len(cgm)
+        soon = glucose_data.low_soon(cgm, ends[keep])
+        low.append(pred[keep, 2][soon])
+        rest.append(pred[keep, 2][~soon])
+    low, rest = np.concatenate(low), np.concatenate(rest)
+    assert len(low) and len(rest)
+    assert ((low >= 0) & (low <= 1)).all() and ((rest >= 0) & (rest <= 1)).all()
+    assert np.median(low) > 3 * np.median(rest) + 0.05, (np.median(low), np.median(rest))
 
 
 @pytest.mark.slow
@@ -191,7 +215,7 @@ def test_urgent_low_sensitivity_lead_time_and_false_alerts():
     pred = np.where((ends >= 20) & (ends <= 23), 50.0, 150.0)  # alerts 20..5 min before
     pred[ends == 35] = 40.0  # and one false alert
     result = glucose_metrics.urgent_low({7: cgm}, np.full(len(ends), 7), ends, pred,
-                                        window_readings=12)
+                                        window_readings=12, forecast=True)
     assert (result["events"], result["detected"]) == (1, 1)
     assert result["median_lead_min"] == 20.0
     assert (result["alert_episodes"], result["false_alert_episodes"]) == (2, 1)

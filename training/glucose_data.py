@@ -16,7 +16,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -32,6 +32,9 @@ DAY_S = 86400
 CARB_RATIO_G_PER_U = 23.0  # what the simulator's scenario files use (50 g / 2 U, 70 g / 3 U)
 # Forecast horizons, in CGM readings (5 min) after the window's last reading.
 HORIZONS = {"glucose_20min": 4, "glucose_30min": 6}
+# What the urgent-low-soon alert must say: a reading <= 55 mg/dL now or within the next 30 min
+# (an alert with none there is a false alert; training.glucose_metrics scores it so).
+URGENT_LOW_MG_DL, LOW_SOON_READINGS = 55.0, 6
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class GlucoseWindows:
     history: np.ndarray  # (n, N) the raw readings of the window (for the baselines)
     subject: np.ndarray  # (n,) CgmSubject.id
     end: np.ndarray  # (n,) index of the window's last reading in its subject's series
+    low_soon: np.ndarray  # (n,) bool: a reading <= URGENT_LOW_MG_DL now or in the next 30 min
 
     def __len__(self) -> int:
         return len(self.last)
@@ -82,8 +86,7 @@ class GlucoseWindows:
         return len(np.unique(self.subject))
 
     def take(self, keep: np.ndarray) -> GlucoseWindows:
-        return GlucoseWindows(self.x[keep], self.y[keep], self.last[keep], self.history[keep],
-                              self.subject[keep], self.end[keep])
+        return GlucoseWindows(*(getattr(self, f)[keep] for f in FIELDS))
 
     def sample(self, n: int, seed: int) -> GlucoseWindows:
         """At most n windows, drawn evenly at random, in their order."""
@@ -94,8 +97,10 @@ class GlucoseWindows:
 
     @staticmethod
     def concat(parts: Sequence[GlucoseWindows]) -> GlucoseWindows:
-        return GlucoseWindows(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                                ("x", "y", "last", "history", "subject", "end")))
+        return GlucoseWindows(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
+
+
+FIELDS = tuple(f.name for f in fields(GlucoseWindows))
 
 
 def plan_subjects(split: str, n: int, seed: int, *, kind: str = "random",
@@ -242,11 +247,18 @@ def series_windows(series: Series, pre: Preprocessing, subject_id: int) -> Gluco
                             **pre.feature_params))
         return GlucoseWindows(np.zeros((0, width), np.float32), np.zeros((0, 2)),
                               np.zeros(0), np.zeros((0, n_win)), np.zeros(0, int),
-                              np.zeros(0, int))
+                              np.zeros(0, int), np.zeros(0, bool))
     x = np.stack([feature(w, fs=pre.sample_rate_hz, **pre.feature_params) for w in windows])
     y = np.stack([series.cgm[ends + h] for h in HORIZONS.values()], axis=1)
     return GlucoseWindows(x, y, series.cgm[ends], np.stack([w[:, 0] for w in windows]),
-                          np.full(len(ends), subject_id), ends)
+                          np.full(len(ends), subject_id), ends, low_soon(series.cgm, ends))
+
+
+def low_soon(cgm: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per window end: is the reading there, or one of the next LOW_SOON_READINGS, at or below
+    URGENT_LOW_MG_DL (the model card's true alert)?"""
+    lows = np.concatenate([[0], np.cumsum(cgm <= URGENT_LOW_MG_DL)])
+    return lows[np.minimum(ends + LOW_SOON_READINGS + 1, len(cgm))] > lows[ends]
 
 
 def _subject_work(subject: CgmSubject, pre: Preprocessing) -> tuple[Series, GlucoseWindows]:

@@ -9,16 +9,20 @@ from typing import Any
 
 import numpy as np
 
-from edge.alarm import replay_rule
+from edge.alarm import replay_rule, replay_threshold
 from edge.bundle import rule_output
 from edge.config import AlarmsConfig, ThresholdAlarmConfig
 from edge.estimate import GOOD, Estimate
+from training.glucose_data import HORIZONS, LOW_SOON_READINGS, URGENT_LOW_MG_DL
 
-URGENT_LOW_MG_DL = 55.0  # an urgent low (Dexcom, ISO 15197): a CGM reading at or below
+# URGENT_LOW_MG_DL: an urgent low (Dexcom, ISO 15197) is a CGM reading at or below it.
 REARM_MG_DL = 70.0  # a new urgent-low event needs the CGM back above this first
 ALERT_WINDOW_READINGS = 4  # "within the 20 min before the event": 20, 15, 10, 5 min before
-FALSE_ALERT_HORIZON_READINGS = 6  # an alert is false if no reading <= 55 within 30 min
 READING_MIN = 5.0
+FALSE_ALERT_HORIZON_READINGS = LOW_SOON_READINGS  # no reading <= 55 within 30 min: false
+RISK = rule_output("glucose_forecast", "urgent_low_risk")  # what the runtime's alarm reads
+FORECAST_20 = next(iter(HORIZONS))  # glucose_20min: what glucose 1.x's alarm read
+FORECAST_HYSTERESIS_MG_DL = 10.0  # that alarm cleared 10 mg/dL above its limit
 ZONES = "ABCDE"
 
 
@@ -93,36 +97,51 @@ def urgent_low_events(cgm: np.ndarray, first_index: int) -> list[int]:
     return events
 
 
-def urgent_low_alarm(threshold: float = URGENT_LOW_MG_DL,
-                     persistence: int = 1) -> ThresholdAlarmConfig:
-    """The runtime's `glucose_urgent_low_soon` alarm settings (hysteresis, clear delay) with
-    this forecast limit and persistence (`persistence` readings in a row: its delay_s)."""
-    return dataclasses.replace(AlarmsConfig().glucose_urgent_low_soon, threshold=threshold,
-                               delay_s=(persistence - 1) * READING_MIN * 60.0)
+def urgent_low_alarm(threshold: float | None = None, persistence: int = 1, *,
+                     forecast: bool = False) -> ThresholdAlarmConfig:
+    """The runtime's `glucose_urgent_low_soon` alarm settings (its clear delay) with this limit
+    (default: the runtime's risk limit, or 55 mg/dL for a `forecast` rule) and persistence
+    (readings in a row: its delay_s). It clears once the risk is below half its limit (as
+    the runtime's default), a forecast FORECAST_HYSTERESIS_MG_DL above it."""
+    runtime = AlarmsConfig().glucose_urgent_low_soon
+    if threshold is None:
+        threshold = URGENT_LOW_MG_DL if forecast else runtime.threshold
+    return dataclasses.replace(
+        runtime, threshold=threshold, delay_s=(persistence - 1) * READING_MIN * 60.0,
+        hysteresis=FORECAST_HYSTERESIS_MG_DL if forecast else threshold / 2)
 
 
-def alarm_on_forecasts(ends: np.ndarray, cgm_now: np.ndarray, pred_20: np.ndarray,
-                       alarm: ThresholdAlarmConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The runtime's urgent-low-soon alarm (edge.alarm, the state machine `run` and `replay`
-    use) over one series' windows: per window, (raised on it, active after it)."""
-    name = rule_output("glucose_forecast", "forecast_20min")
-    config = dataclasses.replace(AlarmsConfig(), glucose_urgent_low_soon=alarm)
-    estimates = (Estimate("eval", "glucose", float(g), "mg/dL", GOOD, None, e * READING_MIN
+def alarm_on_scores(ends: np.ndarray, cgm_now: np.ndarray, score: np.ndarray,
+                    alarm: ThresholdAlarmConfig, *,
+                    forecast: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The urgent-low-soon alarm over one series' windows, through edge.alarm's state machine
+    (the one `run` and `replay` use): per window, (raised on it, active after it). `score`
+    is the urgent-low risk, driving the runtime's own rule; or (`forecast`) a 20-min
+    forecast, alarming at or below the limit, as glucose 1.x's rule did."""
+    name = FORECAST_20 if forecast else RISK
+    estimates = [Estimate("eval", "glucose", float(g), "mg/dL", GOOD, None, e * READING_MIN
                           * 60.0, "eval", {name: float(f)})
-                 for e, g, f in zip(ends.tolist(), cgm_now.tolist(), pred_20.tolist(),
-                                    strict=True))
-    states = np.array(replay_rule(config, "glucose_urgent_low_soon", estimates), bool)
-    return states.reshape(-1, 2)[:, 0], states.reshape(-1, 2)[:, 1]
+                 for e, g, f in zip(ends.tolist(), cgm_now.tolist(), score.tolist(),
+                                    strict=True)]
+    if forecast:
+        states = replay_threshold(alarm, name, False, estimates)
+    else:
+        config = dataclasses.replace(AlarmsConfig(), glucose_urgent_low_soon=alarm)
+        states = replay_rule(config, "glucose_urgent_low_soon", estimates)
+    flat = np.array(states, bool).reshape(-1, 2)
+    return flat[:, 0], flat[:, 1]
 
 
 def urgent_low(series_cgm: Mapping[int, np.ndarray], subject: np.ndarray, end: np.ndarray,
-               pred_20: np.ndarray, *, window_readings: int,
-               alarm: ThresholdAlarmConfig | None = None) -> dict[str, Any]:
-    """How the runtime's urgent-low-soon alarm, driven by `pred_20`, anticipates urgent lows.
+               score: np.ndarray, *, window_readings: int,
+               alarm: ThresholdAlarmConfig | None = None,
+               forecast: bool = False) -> dict[str, Any]:
+    """How the urgent-low-soon alarm, driven by `score` (the risk; a 20-min forecast with
+    `forecast`), anticipates urgent lows.
 
-    Per subject, window k ends at reading `end[k]` with forecast `pred_20[k]`; the forecasts
-    go through the runtime's alarm (`alarm_on_forecasts`; default `urgent_low_alarm()`), so
-    one alarm is one alert however long the forecast chatters around its limit.
+    Per subject, window k ends at reading `end[k]` with score `score[k]`; the scores go
+    through the alarm's state machine (`alarm_on_scores`; default `urgent_low_alarm()`), so
+    one alarm is one alert however long the score chatters around its limit.
     - Event: see `urgent_low_events` (on the CGM readings, what the device sees and the model
       forecasts). Only events with all four windows ending 20, 15, 10 and 5 min before them
       inside the series count.
@@ -134,14 +153,15 @@ def urgent_low(series_cgm: Mapping[int, np.ndarray], subject: np.ndarray, end: n
       covered by windows. Near misses: false alerts with a reading ≤ 70 mg/dL within those
       30 min.
     """
-    alarm = alarm or urgent_low_alarm()
+    alarm = alarm or urgent_low_alarm(forecast=forecast)
     detected, missed, leads = 0, 0, []
     false_alerts = raises = near_misses = 0
     windows_total = 0
     for sid, cgm in series_cgm.items():
         sel = subject == sid
         ends = end[sel]
-        raised, active = alarm_on_forecasts(ends, cgm[ends], pred_20[sel], alarm)
+        raised, active = alarm_on_scores(ends, cgm[ends], score[sel], alarm,
+                                         forecast=forecast)
         windows_total += int(sel.sum())
         raise_index = np.maximum.accumulate(np.where(raised, np.arange(len(ends)), -1))
         at = {e: k for k, e in enumerate(ends.tolist())}

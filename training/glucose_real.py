@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.config import ThresholdAlarmConfig
 from edge.features import cgm_on_grid
 from training import glucose_data as gdata
 from training.errors import TrainingError
@@ -273,18 +274,22 @@ def forecast_metrics(pred: np.ndarray, real: RealSet) -> dict[str, dict[str, flo
     return out
 
 
-def urgent_low_metrics(pred_20: np.ndarray, real: RealSet, threshold: float,
-                       persistence: int, window_readings: int) -> dict[str, dict]:
-    """The runtime's urgent-low-soon alarm at this forecast limit and persistence, per
-    dataset and pooled."""
+RISK_LIMITS = tuple(round(0.1 + 0.05 * k, 2) for k in range(11))  # 0.1 ... 0.6
+FORECAST_LIMITS_MG_DL = tuple(float(t) for t in range(54, 63))
+
+
+def urgent_low_metrics(score: np.ndarray, real: RealSet, alarm: ThresholdAlarmConfig,
+                       window_readings: int, *, forecast: bool = False) -> dict[str, dict]:
+    """The urgent-low-soon alarm with these settings, driven by the risk (or a 20-min
+    `forecast`: training.glucose_metrics.urgent_low), per dataset and pooled."""
     from training import glucose_metrics as gm
 
     w = real.windows
-    alarm = gm.urgent_low_alarm(threshold, persistence)
     order = np.argsort(w.subject, kind="stable")
     ids, starts = np.unique(w.subject[order], return_index=True)
-    per_series = {s: gm.urgent_low({s: real.series[s]}, w.subject[k], w.end[k], pred_20[k],
-                                   window_readings=window_readings, alarm=alarm)
+    per_series = {s: gm.urgent_low({s: real.series[s]}, w.subject[k], w.end[k], score[k],
+                                   window_readings=window_readings, alarm=alarm,
+                                   forecast=forecast)
                   for s, k in zip(ids.tolist(), np.split(order, starts[1:]), strict=True)}
     out = {}
     datasets = sorted(set(real.dataset.values()))
@@ -294,38 +299,49 @@ def urgent_low_metrics(pred_20: np.ndarray, real: RealSet, threshold: float,
     return out
 
 
-def tune_urgent_low(pred_20: np.ndarray, real: RealSet, window_readings: int,
-                    min_recall_pct: float = 90.0,
-                    thresholds: Sequence[float] = tuple(range(55, 67, 1)),
-                    persistences: Sequence[int] = (1, 2)) -> tuple[float, int, dict]:
-    """Forecast limit and persistence of the urgent-low-soon alarm, chosen on validation
-    people (the runtime's alarm: its hysteresis and clear delay as configured).
+def trade_off(score: np.ndarray, real: RealSet, window_readings: int, *,
+              forecast: bool = False, persistences: Sequence[int] = (1,)) -> list[dict]:
+    """Recall and false alerts (pooled, worst dataset) at every limit and persistence."""
+    from training import glucose_metrics as gm
+
+    rows = []
+    for p in persistences:
+        for t in FORECAST_LIMITS_MG_DL if forecast else RISK_LIMITS:
+            m = urgent_low_metrics(score, real, gm.urgent_low_alarm(t, p, forecast=forecast),
+                                   window_readings, forecast=forecast)
+            rows.append({"threshold": t, "persistence": p,
+                         "recall_pct": m["all"]["sensitivity_pct"] or 0.0,
+                         "worst_dataset_false_per_day": max(
+                             (v["false_alerts_per_day"] or 0.0) for k, v in m.items()
+                             if k != "all"),
+                         "pooled_false_per_day": m["all"]["false_alerts_per_day"] or 0.0})
+    return rows
+
+
+def tune_urgent_low(score: np.ndarray, real: RealSet, window_readings: int, *,
+                    forecast: bool = False,
+                    min_recall_pct: float = 90.0) -> tuple[float, int, list[dict]]:
+    """Limit and persistence (1 or 2 readings) of the urgent-low-soon alarm, chosen on
+    validation people (its clear delay and hysteresis as configured).
 
     Recall first: among the settings that anticipate at least `min_recall_pct` of the urgent
     lows (pooled), the one with the fewest false alerts per day on its worst dataset (ties:
     pooled). A predictive alert that misses lows is what the reading-based urgent low alarm
     already is; on real people no setting also kept every dataset within 0.3 false alerts a
     day (model card: the whole trade-off). If none reaches the recall, the highest recall."""
-    rows = []
-    for p in persistences:
-        for t in thresholds:
-            m = urgent_low_metrics(pred_20, real, float(t), p, window_readings)
-            worst = max((v["false_alerts_per_day"] or 0.0) for k, v in m.items() if k != "all")
-            recall = m["all"]["sensitivity_pct"] or 0.0
-            rows.append((float(t), p, recall, worst, m["all"]["false_alerts_per_day"] or 0.0))
-    reach = [r for r in rows if r[2] >= min_recall_pct]
-    best = (min(reach, key=lambda r: (r[3], r[4])) if reach
-            else max(rows, key=lambda r: (r[2], -r[3])))
-    table = [{"threshold": r[0], "persistence": r[1], "recall_pct": r[2],
-              "worst_dataset_false_per_day": r[3], "pooled_false_per_day": r[4]} for r in rows]
-    return best[0], best[1], {"grid": table}
+    rows = trade_off(score, real, window_readings, forecast=forecast, persistences=(1, 2))
+    reach = [r for r in rows if r["recall_pct"] >= min_recall_pct]
+    best = (min(reach, key=lambda r: (r["worst_dataset_false_per_day"],
+                                      r["pooled_false_per_day"])) if reach
+            else max(rows, key=lambda r: (r["recall_pct"], -r["worst_dataset_false_per_day"])))
+    return best["threshold"], best["persistence"], rows
 
 
 # --- the training run's and `wearable-train evaluate glucose`'s use of the above --------------
 
 # Real windows drawn for training and validation (evenly at random: a month-long trace would
 # otherwise swamp a two-day one less than it does already).
-MAX_TRAIN_WINDOWS, MAX_VAL_WINDOWS = 300_000, 60_000
+MAX_TRAIN_WINDOWS, MAX_VAL_WINDOWS = 600_000, 60_000
 
 
 def prepare(root: Path, pre, seed: int, log: Callable[[str], None]) -> dict[str, RealSet]:
@@ -341,7 +357,9 @@ def evaluate_bundle(manifest_path: Path, real: dict[str, RealSet], log: Callable
                     extra: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
                     tuned: tuple[float, int] | None = None) -> dict:
     """The bundle (int8, through the runtime's Model.estimates) and the classical baselines on
-    held-out real people; the urgent-low-soon alert tuned on validation people (or `tuned`)."""
+    held-out real people. The urgent-low-soon alert on the model's risk is tuned on
+    validation people (or `tuned`), and so is its peer, the same alert on the 20-min
+    forecast (glucose 1.x's rule), scored on the same windows."""
     from edge.infer import load_model
 
     model = load_model(manifest_path)
@@ -350,28 +368,44 @@ def evaluate_bundle(manifest_path: Path, real: dict[str, RealSet], log: Callable
     def run(x: np.ndarray) -> np.ndarray:
         return np.stack([model.estimates(row) for row in x])
 
+    val_pred, val = run(real["val"].windows.x), real["val"]
+    grid = {}
     if tuned is None:
-        val_pred = run(real["val"].windows.x)
-        threshold, persistence, grid = tune_urgent_low(val_pred[:, 0], real["val"], n_win)
-        log(f"urgent low soon, tuned on {len(real['val'].person)} validation segments: "
-            f"forecast <= {threshold:g} mg/dL on {persistence} reading(s) in a row")
+        threshold, persistence, grid["risk"] = tune_urgent_low(val_pred[:, 2], val, n_win)
     else:
-        (threshold, persistence), grid = tuned, {}
+        threshold, persistence = tuned
+    peer_threshold, peer_persistence, grid["forecast"] = tune_urgent_low(
+        val_pred[:, 0], val, n_win, forecast=True)
+    log(f"urgent low soon, tuned on {len(val.person)} validation segments: risk >= "
+        f"{threshold:g} on {persistence} reading(s) in a row (the 20-min forecast's peer: "
+        f"<= {peer_threshold:g} mg/dL on {peer_persistence})")
     test = real["test"]
     preds = {"int8": run(test.windows.x)}
     for name, f in (extra or {}).items():
         preds[name] = f(test.windows.x)
     preds |= baselines(test.windows)
-    result = {"forecast": {k: forecast_metrics(v, test) for k, v in preds.items()},
+
+    def alert(score: np.ndarray, forecast: bool) -> dict[str, dict]:
+        from training import glucose_metrics as gm
+
+        limit, p = (peer_threshold, peer_persistence) if forecast else (threshold, persistence)
+        return urgent_low_metrics(score, test, gm.urgent_low_alarm(limit, p, forecast=forecast),
+                                  n_win, forecast=forecast)
+
+    int8 = preds["int8"]
+    result = {"forecast": {k: forecast_metrics(v[:, :2], test) for k, v in preds.items()},
               "urgent_low_soon": {
-                  "threshold_mg_dl": threshold, "persistence_readings": persistence,
-                  "int8": urgent_low_metrics(preds["int8"][:, 0], test, threshold,
-                                             persistence, n_win),
-                  "int8 at 55 mg/dL, 1 reading": urgent_low_metrics(
-                      preds["int8"][:, 0], test, 55.0, 1, n_win),
-                  "linear trend (15 min)": urgent_low_metrics(
-                      preds["linear trend (15 min)"][:, 0], test, threshold, persistence,
-                      n_win)},
+                  "threshold": threshold, "persistence_readings": persistence,
+                  "forecast_threshold_mg_dl": peer_threshold,
+                  "forecast_persistence_readings": peer_persistence,
+                  "alerts": {
+                      "int8 risk": alert(int8[:, 2], False),
+                      "int8 20-min forecast": alert(int8[:, 0], True),
+                      "linear trend (15 min)": alert(preds["linear trend (15 min)"][:, 0],
+                                                     True)},
+                  "trade_off": {"int8 risk": trade_off(int8[:, 2], test, n_win),
+                                "int8 20-min forecast": trade_off(int8[:, 0], test, n_win,
+                                                                  forecast=True)}},
               "tuning": grid,
               "people": {s: sorted(set(r.person.values())) for s, r in real.items()}}
     q, last = result["forecast"]["int8"]["all"], result["forecast"]["last value"]["all"]
@@ -426,28 +460,41 @@ def markdown(result: dict, targets: dict[str, float]) -> str:
     u = result["urgent_low_soon"]
     lines += ["### Urgent low soon on real people", "",
               "Scored through the runtime's own `glucose_urgent_low_soon` alarm (edge.alarm: "
-              "its hysteresis and clear delay; one alarm is one alert however long the "
-              "forecast chatters at the limit). Limit and persistence chosen on validation "
-              f"people: forecast ≤ {u['threshold_mg_dl']:g} mg/dL on "
-              f"{u['persistence_readings']} reading(s) in a row. An urgent low is a reading "
-              "≤ 55 mg/dL after one above it (re-armed above 70); anticipated: the alarm is "
-              "active 20, 15, 10 or 5 min before it. A false alert: no reading ≤ 55 from its "
-              "raise through the next 30 min (in brackets: of those, how many still reached "
+              "its hysteresis and clear delay; one alarm is one alert however long its input "
+              "chatters at the limit). The alarm reads the model's `urgent_low_risk`, the "
+              "probability of a reading ≤ 55 mg/dL now or within 30 min. Its peers, through "
+              "the same state machine: the same alarm on the model's 20-min forecast "
+              "(glucose 1.x's rule; it clears 10 mg/dL above its limit) and on a 15-min "
+              "linear trend. Limits and persistence chosen on validation people: risk ≥ "
+              f"{u['threshold']:g} on {u['persistence_readings']} reading(s) in a row; "
+              f"forecast ≤ {u['forecast_threshold_mg_dl']:g} mg/dL on "
+              f"{u['forecast_persistence_readings']}. An urgent low is a reading ≤ 55 mg/dL "
+              "after one above it (re-armed above 70); anticipated: the alarm is active 20, "
+              "15, 10 or 5 min before it. A false alert: no reading ≤ 55 from its raise "
+              "through the next 30 min (in brackets: of those, how many still reached "
               "≤ 70 mg/dL, near misses). Held-out people:", "",
               "| alert | dataset | urgent lows | anticipated | alerts | false alerts (≤ 70) "
               "| false alerts / day | days |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for alert in ("int8", "int8 at 55 mg/dL, 1 reading", "linear trend (15 min)"):
-        for d, m in u[alert].items():
+    for alert, rows in u["alerts"].items():
+        for d, m in rows.items():
             sens = "–" if m["sensitivity_pct"] is None else f"{m['sensitivity_pct']:.1f} %"
             lines.append(f"| {alert} | {'**pooled**' if d == 'all' else d} | {m['events']} | "
                          f"{sens} | {m['alert_episodes']} | {m['false_alert_episodes']} "
                          f"({m['false_alerts_reaching_70']}) | "
                          f"{m['false_alerts_per_day']:.2f} | {m['days']:.0f} |")
+    lines += ["", "The whole trade-off on the held-out people (one reading; false alerts a "
+              "day pooled, and on the worst dataset):", "",
+              "| alert | limit | anticipated | false alerts / day | worst dataset |",
+              "|---|---:|---:|---:|---:|"]
+    for alert, rows in u["trade_off"].items():
+        lines += [f"| {alert} | {r['threshold']:g} | {r['recall_pct']:.1f} % | "
+                  f"{r['pooled_false_per_day']:.2f} | {r['worst_dataset_false_per_day']:.2f} |"
+                  for r in rows]
     q, last = f["int8"]["all"], f["last value"]["all"]
     per_ds = [d for d in datasets if d != "all"]
     better_all = all(f["int8"][d]["rmse_30"] < f["last value"][d]["rmse_30"] for d in per_ds)
-    ul = u["int8"]
+    ul = u["alerts"]["int8 risk"]
     worst_fa = max(ul[d]["false_alerts_per_day"] or 0.0 for d in per_ds)
     recall = ul["all"]["sensitivity_pct"] or 0.0
     checks = [
@@ -503,6 +550,6 @@ def evaluate_main(models: Path, root: Path) -> int:
 
     real = prepare(root, PREPROCESSING, seed, log)
     result = evaluate_bundle(path, real, log, tuned=None if tuned is None else (
-        float(tuned["threshold_mg_dl"]), int(tuned["persistence_readings"])))
+        float(tuned["threshold"]), int(tuned["persistence_readings"])))
     print(markdown(result, TARGETS))
     return 0

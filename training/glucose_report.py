@@ -98,10 +98,11 @@ def timeseries_png(path: Path, s: Series, test: GlucoseWindows, int8: np.ndarray
         ax.plot(hours[ends] + h * step_h, pred[:, col], "-", linewidth=1.2,
                 color=("tab:orange", "tab:blue")[col],
                 label=f"int8 {name.split('_')[1]} forecast (at its target time)")
-    alerts = ends[pred[:, 0] <= gm.URGENT_LOW_MG_DL]
+    limit = gm.urgent_low_alarm().threshold
+    alerts = ends[pred[:, 2] > limit]
     if len(alerts):
         ax.plot(hours[alerts], np.full(len(alerts), 45.0), "rv", markersize=5,
-                label="urgent low soon (glucose_20min ≤ 55)")
+                label=f"urgent-low risk > {limit:g}")
     ax.axhline(gm.URGENT_LOW_MG_DL, color="r", linestyle="--", linewidth=0.8)
     for t, g in s.meals:
         ax.annotate(f"{g:.0f} g", (t / 3600.0, 40), fontsize=7, color="tab:green")
@@ -199,7 +200,7 @@ def _group_table(test: GlucoseWindows, predictions: dict[str, np.ndarray],
                 for k in ("int8", "last value")}
         ab = gm.clarke_summary(y, predictions["int8"][sel, 1])["A+B"]
         u = gm.urgent_low({i: series[i].cgm for i in ids}, test.subject[sel], test.end[sel],
-                          predictions["int8"][sel, 0], window_readings=test.x.shape[1])
+                          predictions["int8"][sel, 2], window_readings=test.x.shape[1])
         cgm = np.concatenate([series[i].cgm for i in ids])
         lines.append(f"| {group} | {len(ids)} | {sel.sum()} | {rmse['int8']:.2f} | "
                      f"{rmse['last value']:.2f} | {ab:.2f}% | {u['detected']} / {u['events']} "
@@ -269,9 +270,9 @@ Definitions (CGM readings, 5 min apart, per subject):
   forecast windows 20, 15, 10 and 5 min before them count (the first hour of a recording has
   no windows).
 - **Alert**: the runtime's `glucose_urgent_low_soon` alarm (edge.alarm, its hysteresis
-  and clear delay) driven by glucose_20min with its limit at {gm.URGENT_LOW_MG_DL:g}: an
-  alarm stays one alert until the forecast has been back above the limit plus the
-  hysteresis for the clear delay.
+  and clear delay) driven by the model's `urgent_low_risk` above its default limit
+  {gm.urgent_low_alarm().threshold:g}: an alarm stays one alert until the risk has been back
+  below half the limit for the clear delay.
 - **Detected**: the alarm is active on at least one of the windows ending 20, 15, 10 or 5
   min before the event. An alarm raised at the event's own reading does not count (a plain
   threshold alarm does that). **Lead time**: from that alarm's raise to the event.
@@ -280,8 +281,9 @@ Definitions (CGM readings, 5 min apart, per subject):
   those after which the CGM still fell to ≤ {gm.REARM_MG_DL:g} mg/dL within 30 min (near
   misses). Per day of windows (all held-out subjects, {q['urgent_low']['days']:.1f} days).
 
-Linear extrapolation and last value are scored with the same rule applied to their +20 min
-forecast.
+Linear extrapolation and last value have no risk: they are scored with glucose 1.x's rule,
+their +20 min forecast ≤ {gm.URGENT_LOW_MG_DL:g} mg/dL (clearing
+{gm.FORECAST_HYSTERESIS_MG_DL:g} mg/dL above it), through the same state machine.
 
 ## Targets
 
@@ -303,10 +305,13 @@ meal and bolus sizes ×0.8-1.25, event times ±20 min and basal glucose ±10%.
   `{m.features}` {m.feature_params} over the last {n_win} CGM readings ({m.window_s / 60:g}
   min, one every {m.hop_s / 60:g} min): the {n_win - 1} older readings minus the newest,
   and the newest reading's level, each divided by `scale_mg_dl`.
-- Two dense layers ({t['plan']['width']} units, ReLU) predict the change to +20 and +30
-  min; a fixed residual adds the newest level back. Output {m.output.shape} int8, estimate
-  = {m.output_params['scale']}·y + {m.output_params['offset']} mg/dL, named
-  {m.output_params['names']}. Loss: squared error, times 1 + w·σ((
+- Forecasts: two dense layers ({t['plan']['width']} units, ReLU) predict the change to +20
+  and +30 min; a fixed residual adds the newest level back. Risk: two more dense layers
+  ({t['plan']['width']} units, ReLU) and a sigmoid, the probability of a reading ≤
+  {gm.URGENT_LOW_MG_DL:g} mg/dL now or within 30 min (binary cross-entropy). Output
+  {m.output.shape} int8, estimate = {m.output_params['scale']}·y +
+  {m.output_params['offset']} (mg/dL; the risk a probability), named
+  {m.output_params['names']}. Forecast loss: squared error, times 1 + w·σ((
   {t['plan']['low_center_mg_dl']:g} − reading) / {t['plan']['low_width_mg_dl']:g}) when the
   forecast is above an actual low reading, w = {t['plan']['low_weight'][0]:g} at +20 min and
   {t['plan']['low_weight'][1]:g} at +30 min: a missed low costs more than a false alert, and
