@@ -138,7 +138,8 @@ class _Rule:
                 f"{self.label}: nothing for {v:.0f} s")
         side = "above" if self.above else "at or below"
         if self.field == URGENT_LOW_RISK:
-            return f"{self.label}: risk {v:.0%} ({side} limit {self.limit(moving):.0%})"
+            return (f"{self.label}: {v:.0%} risk of a reading <= 55 mg/dL within 30 min "
+                    f"({side} limit {self.limit(moving):.0%})")
         return f"{self.label}: {v:.1f} {self.unit(e)} ({side} limit {self.limit(moving):g})"
 
 
@@ -168,9 +169,8 @@ def _rules(c: AlarmsConfig) -> list[_Rule]:
         _Rule("glucose_falling", "glucose", "Glucose falling fast",
               dataclasses.replace(c.glucose_falling, threshold=-c.glucose_falling.threshold),
               above=False, field=trend),
-        _Rule("glucose_urgent_low_soon", "glucose", "Urgent low glucose soon (risk of a "
-              "reading <= 55 mg/dL within 30 min)", c.glucose_urgent_low_soon,
-              field=URGENT_LOW_RISK),
+        _Rule("glucose_urgent_low_soon", "glucose", "Urgent low glucose soon",
+              c.glucose_urgent_low_soon, field=URGENT_LOW_RISK),
         _Rule("ppg_sensor", "heart_rate", "PPG sensor problem: no usable signal (off the "
               "skin, gap, clipping or flat line)", c.sensor, technical, bad=frozenset({SENSOR})),
         _Rule("bp_sensor", "systolic_bp", "Blood-pressure signals unusable (ECG lead-off, PPG "
@@ -260,10 +260,10 @@ class Alarm:
             self.condition_over = True
             return None
         v = self.rule.reading(estimate)
-        ended = f"{self.rule.label} ended" + (
-            f": {round(v, 3 if self.rule.field == URGENT_LOW_RISK else 1):g} "
-            f"{self.rule.unit(estimate)}"
-            if self.rule.kind == "physiological" and v is not None else "")
+        ended = f"{self.rule.label} ended"
+        if self.rule.kind == "physiological" and v is not None:
+            ended += (f": risk {v:.0%}" if self.rule.field == URGENT_LOW_RISK
+                      else f": {round(v, 1):g} {self.rule.unit(estimate)}")
         return self.end("cleared", ended)
 
     def record(self) -> dict[str, Any]:

@@ -5,6 +5,8 @@ has no forecast or no trend (issue 11)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from e2e import ROOT, validate
@@ -129,6 +131,13 @@ def test_every_active_alarm_survives_a_reading_without_forecast_or_trend():
     raised = {m["condition"] for m in events if m["event"] == "raised"}
     assert {"glucose_urgent_low_soon", "glucose_falling", "glucose_urgent_low",
             "glucose_low"} <= raised
+    # The predictive alarm's value is the model's risk, a probability, above its limit.
+    soon_raised = next(m for m in events if m["condition"] == "glucose_urgent_low_soon")
+    assert soon_raised["unit"] == "probability" and soon_raised["limit"] == 0.25
+    assert 0.25 < soon_raised["value"] <= 1.0
+    said = re.search(r"(\d+)% risk of a reading <= 55 mg/dL within 30 min \(above limit 25%\)",
+                     soon_raised["message"])
+    assert said and abs(int(said[1]) - 100 * soon_raised["value"]) <= 1, soon_raised["message"]
     after_gap = [m for m in events if m["device_time_s"] > times[18]]
     # Reminders of the predictive and rate alarms on readings with neither forecast nor trend.
     soon = [m for m in after_gap if m["condition"] == "glucose_urgent_low_soon"]
