@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 
 from edge.alarm import replay_rule, replay_threshold
-from edge.bundle import rule_output
 from edge.config import AlarmsConfig, ThresholdAlarmConfig
-from edge.estimate import GOOD, Estimate
+from edge.estimate import GOOD, URGENT_LOW_RISK, Estimate
 from training.glucose_data import HORIZONS, LOW_SOON_READINGS, URGENT_LOW_MG_DL
 
 # URGENT_LOW_MG_DL: an urgent low (Dexcom, ISO 15197) is a CGM reading at or below it.
@@ -20,7 +19,7 @@ REARM_MG_DL = 70.0  # a new urgent-low event needs the CGM back above this first
 ALERT_WINDOW_READINGS = 4  # "within the 20 min before the event": 20, 15, 10, 5 min before
 READING_MIN = 5.0
 FALSE_ALERT_HORIZON_READINGS = LOW_SOON_READINGS  # no reading <= 55 within 30 min: false
-RISK = rule_output("glucose_forecast", "urgent_low_risk")  # what the runtime's alarm reads
+RISK = URGENT_LOW_RISK  # what the runtime's alarm reads
 FORECAST_20 = next(iter(HORIZONS))  # glucose_20min: what glucose 1.x's alarm read
 FORECAST_HYSTERESIS_MG_DL = 10.0  # that alarm cleared 10 mg/dL above its limit
 ZONES = "ABCDE"
@@ -101,14 +100,15 @@ def urgent_low_alarm(threshold: float | None = None, persistence: int = 1, *,
                      forecast: bool = False) -> ThresholdAlarmConfig:
     """The runtime's `glucose_urgent_low_soon` alarm settings (its clear delay) with this limit
     (default: the runtime's risk limit, or 55 mg/dL for a `forecast` rule) and persistence
-    (readings in a row: its delay_s). It clears once the risk is below half its limit (as
-    the runtime's default), a forecast FORECAST_HYSTERESIS_MG_DL above it."""
+    (readings in a row: its delay_s). A risk clears at the runtime default's fraction of its
+    limit (half), a forecast FORECAST_HYSTERESIS_MG_DL above it."""
     runtime = AlarmsConfig().glucose_urgent_low_soon
     if threshold is None:
         threshold = URGENT_LOW_MG_DL if forecast else runtime.threshold
     return dataclasses.replace(
         runtime, threshold=threshold, delay_s=(persistence - 1) * READING_MIN * 60.0,
-        hysteresis=FORECAST_HYSTERESIS_MG_DL if forecast else threshold / 2)
+        hysteresis=FORECAST_HYSTERESIS_MG_DL if forecast
+        else threshold * runtime.hysteresis / runtime.threshold)
 
 
 def alarm_on_scores(ends: np.ndarray, cgm_now: np.ndarray, score: np.ndarray,
